@@ -1,0 +1,212 @@
+"""The wire contract: the request and result models every side imports.
+
+Everything that crosses Redis is one of these models, serialized as JSON.
+``CONTRACT_VERSION`` changes whenever a field changes meaning.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from kubernetes.utils.quantity import parse_quantity
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+
+CONTRACT_VERSION = 1
+
+MAX_CODE_BYTES = 512 * 1024
+MAX_INPUT_FILES_BYTES = 768 * 1024
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
+MAX_TIMEOUT_SECONDS = 3600
+
+_TENANT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._ +@=,-]+$")
+
+
+class Status(StrEnum):
+    """How an execution ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    OOM_KILLED = "oom_killed"
+    OUTPUT_LIMIT_EXCEEDED = "output_limit_exceeded"
+    REJECTED = "rejected"
+    INFRASTRUCTURE_ERROR = "infrastructure_error"
+    CANCELLED = "cancelled"
+
+
+def _b64_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return base64.b64decode(value, validate=True)
+    raise ValueError("expected bytes or a base64 string")
+
+
+Base64Bytes = Annotated[
+    bytes,
+    PlainValidator(_b64_bytes),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str),
+]
+"""Bytes carried as base64 text in JSON (never pickle)."""
+
+
+def check_quantity(value: str) -> str:
+    """Reject anything that is not a positive Kubernetes quantity."""
+    try:
+        amount = parse_quantity(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 512Mi)") from None
+    if amount <= 0:
+        raise ValueError(f"{value!r} must be greater than zero")
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(check_quantity)]
+
+
+def check_relative_name(name: str) -> str:
+    """Accept only a safe relative path: no absolute path, no '..', no odd bytes."""
+    if not name or len(name) > 255:
+        raise ValueError("file name must have 1 to 255 characters")
+    if name.startswith("/") or "\\" in name:
+        raise ValueError(f"file name {name!r} must be a relative path")
+    for segment in name.split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT_RE.match(segment):
+            raise ValueError(f"file name {name!r} has an unsafe path segment {segment!r}")
+    return name
+
+
+class File(BaseModel):
+    """A file travelling into or out of a sandbox."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: Annotated[str, AfterValidator(check_relative_name)]
+    content: Base64Bytes
+    mime_type: str = "application/octet-stream"
+
+
+class ExecutionRequest(BaseModel):
+    """What a client asks to run. Invalid values fail here, naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1)
+    language: Literal["python"] = "python"
+    tenant: str = "default"
+    timeout_seconds: int = Field(default=300, ge=1, le=MAX_TIMEOUT_SECONDS)
+    cpu_requested: Quantity = "200m"
+    mem_requested: Quantity = "256Mi"
+    cpu_limit: Quantity = "500m"
+    mem_limit: Quantity = "512Mi"
+    max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=1024, le=16 * 1024 * 1024)
+    input_files: list[File] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("code")
+    @classmethod
+    def _code_fits(cls, code: str) -> str:
+        size = len(code.encode("utf-8", errors="surrogatepass"))
+        if size > MAX_CODE_BYTES:
+            raise ValueError(f"code is {size} bytes; the maximum is {MAX_CODE_BYTES}")
+        if not code.strip():
+            raise ValueError("code is blank")
+        try:
+            code.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("code is not valid UTF-8") from None
+        return code
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_slug(cls, tenant: str) -> str:
+        if not _TENANT_RE.match(tenant):
+            raise ValueError("tenant must be a slug: lowercase letters, digits and '-', 1-63 chars")
+        return tenant
+
+    @field_validator("input_files")
+    @classmethod
+    def _files_fit(cls, files: list[File]) -> list[File]:
+        names = [f.name for f in files]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate input file names: {duplicates}")
+        total = sum(len(f.content) for f in files)
+        if total > MAX_INPUT_FILES_BYTES:
+            raise ValueError(f"input files total {total} bytes; the maximum is {MAX_INPUT_FILES_BYTES}")
+        return files
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ExecutionRequest:
+        if parse_quantity(self.cpu_requested) > parse_quantity(self.cpu_limit):
+            raise ValueError("cpu_requested must not exceed cpu_limit")
+        if parse_quantity(self.mem_requested) > parse_quantity(self.mem_limit):
+            raise ValueError("mem_requested must not exceed mem_limit")
+        return self
+
+
+class Submission(BaseModel):
+    """The message body of one execute task: an id, a time, and the raw request.
+
+    ``request`` stays a plain dict so that a worker can answer an invalid
+    request with a ``rejected`` result instead of failing the task.
+    """
+
+    version: int = CONTRACT_VERSION
+    id: str
+    enqueued_at: datetime
+    request: dict[str, object]
+
+
+class ExecutionResult(BaseModel):
+    """How one execution ended, with everything it printed and wrote."""
+
+    version: int = CONTRACT_VERSION
+    id: str
+    status: Status
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    output_files: list[File] = Field(default_factory=list)
+    output_files_truncated: bool = False
+    attempts: int = 1
+    backend: str = ""
+    sandbox_name: str | None = None
+    tenant: str = "default"
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def queue_seconds(self) -> float | None:
+        """Seconds between enqueueing and the sandbox starting."""
+        if self.enqueued_at is None or self.started_at is None:
+            return None
+        return (self.started_at - self.enqueued_at).total_seconds()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def run_seconds(self) -> float | None:
+        """Seconds the sandbox ran."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

@@ -1,0 +1,52 @@
+"""The files every sandbox receives, whatever the backend: code, runner, spec, inputs.
+
+A pure function of the request and settings, so that the local backend (a
+read-only bind mount) and the Kubernetes backend (a ConfigMap) ship the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from sandq.contract import ExecutionRequest
+from sandq.settings import Settings
+
+CODE_FILE = "main.py"
+RUNNER_FILE = "runner.py"
+SPEC_FILE = "spec.json"
+MOUNT_DIR = "/sandq"
+
+_RUNNER_SOURCE = resources.files("sandq").joinpath("sandbox_runner.py").read_bytes()
+
+
+def input_key(index: int) -> str:
+    """The flat file name under which input file ``index`` travels."""
+    return f"in-{index}"
+
+
+def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, bytes]:
+    """Map of file name to content for the sandbox's ``/sandq`` directory."""
+    spec = {
+        "code": CODE_FILE,
+        "timeout_seconds": request.timeout_seconds,
+        "max_output_bytes": request.max_output_bytes,
+        "max_output_files": settings.max_output_files,
+        "max_output_files_bytes": settings.max_output_files_bytes,
+        "inputs": [
+            {"name": f.name, "key": input_key(i)} for i, f in enumerate(request.input_files)
+        ],
+    }
+    files = {
+        CODE_FILE: request.code.encode("utf-8"),
+        RUNNER_FILE: _RUNNER_SOURCE,
+        SPEC_FILE: json.dumps(spec).encode(),
+    }
+    files.update({input_key(i): f.content for i, f in enumerate(request.input_files)})
+    return files
+
+
+def runner_command(python: str) -> list[str]:
+    """The sandbox's entry command: the runner, in isolated mode, on the spec."""
+    return [python, "-I", f"{MOUNT_DIR}/{RUNNER_FILE}", f"{MOUNT_DIR}/{SPEC_FILE}"]

@@ -1,0 +1,292 @@
+"""The in-sandbox runner: standard library only, shipped into every sandbox.
+
+It runs the user's code as a child process, captures stdout and stderr apart
+up to a cap, enforces the deadline, collects ``/tmp/outputs/`` and prints one
+framed JSON result document on its own stdout. The frame is only as
+trustworthy as the user's code (both run as the same user), so the host
+treats it as a report of that code's own outcome and caps its size.
+
+Usage: ``python3 sandbox_runner.py SPEC.json``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import binascii
+import io
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+from typing import Any, Callable, NoReturn
+
+# Imports are slow under gVisor's ptrace platform: modules that only some
+# executions need (mimetypes, traceback, threading) are imported lazily.
+
+FRAME_BEGIN = "\n=====SANDQ-RESULT-BEGIN=====\n"
+FRAME_END = "\n=====SANDQ-RESULT-END=====\n"
+WORKDIR = "/tmp"
+OUTPUTS = "/tmp/outputs"
+_CHILD_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
+    "MPLBACKEND": "Agg",
+    "MPLCONFIGDIR": "/tmp/.matplotlib",
+}
+
+
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def _oom_kills() -> int:
+    """The cgroup's OOM kill count, or -1 when it cannot be read."""
+    for path in ("/sys/fs/cgroup/memory.events",):
+        try:
+            with open(path) as events:
+                for line in events:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except OSError:
+            continue
+    return -1
+
+
+def _stage_inputs(spec: dict[str, Any], spec_dir: str) -> None:
+    os.makedirs(OUTPUTS, exist_ok=True)
+    for item in spec.get("inputs", []):
+        target = os.path.join(WORKDIR, item["name"])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(os.path.join(spec_dir, item["key"]), "rb") as src, open(target, "wb") as dst:
+            dst.write(src.read())
+
+
+def _user_main(code_path: str, out_w: int, err_w: int) -> NoReturn:
+    """In the forked child: become a fresh ``python main.py`` and run the code.
+
+    Forking the already-started runner instead of starting a second
+    interpreter saves a whole interpreter start-up inside the sandbox.
+    """
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.closerange(3, 1024)
+    os.chdir(WORKDIR)
+    os.environ.clear()
+    os.environ.update(_CHILD_ENV)
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True
+    )
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+        write_through=True,
+    )
+    sys.argv = [code_path]
+    sys.path.insert(0, WORKDIR)
+    exit_code = 0
+    try:
+        with open(code_path, "rb") as handle:
+            source = handle.read()
+        compiled = compile(source, code_path, "exec", dont_inherit=True)
+        namespace: dict[str, Any] = {"__name__": "__main__", "__file__": code_path, "__builtins__": __builtins__}
+        exec(compiled, namespace)
+    except SystemExit as stop:
+        exit_code = _exit_status(stop)
+    except BaseException as error:  # the user's code failed: report it like Python does
+        import traceback
+
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next if error.__traceback__ else None)
+        exit_code = 1
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        getattr(threading, "_shutdown")()
+    getattr(atexit, "_run_exitfuncs")()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(exit_code)
+
+
+def _exit_status(stop: SystemExit) -> int:
+    if stop.code is None:
+        return 0
+    if isinstance(stop.code, int):
+        return stop.code & 0xFF
+    print(stop.code, file=sys.stderr)
+    return 1
+
+
+class _Child:
+    """The forked user process and the read ends of its stdout and stderr."""
+
+    def __init__(self, code_path: str) -> None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _user_main(code_path, out_w, err_w)
+        os.close(out_w)
+        os.close(err_w)
+        self.pid = pid
+        self.stdout, self.stderr = out_r, err_r
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() >= end:
+                raise TimeoutError
+            time.sleep(0.005)
+        assert self.returncode is not None
+        return self.returncode
+
+
+def capture_streams(
+    out_fd: int, err_fd: int, caps: tuple[int, int], deadline: float, exited: Callable[[], bool]
+) -> tuple[bytes, bytes, bool, bool, str | None]:
+    """Read two pipes apart until EOF, a cap, or the deadline.
+
+    Returns both buffers, whether each was cut at its cap, and why reading
+    stopped early: ``"output_limit_exceeded"``, ``"timed_out"`` or None.
+    """
+    buffers = {out_fd: bytearray(), err_fd: bytearray()}
+    limits = {out_fd: caps[0], err_fd: caps[1]}
+    truncated = {out_fd: False, err_fd: False}
+    stop: str | None = None
+    sel = selectors.DefaultSelector()
+    for fd in buffers:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    while sel.get_map() and stop is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            stop = "timed_out"
+            break
+        done = exited()
+        if done:
+            remaining = min(remaining, 0.2)  # drain, but do not wait on grandchildren
+        events = sel.select(timeout=remaining)
+        if not events and done:
+            break
+        for key, _ in events:
+            fd = int(key.fd)
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                sel.unregister(fd)
+                continue
+            buf = buffers[fd]
+            room = limits[fd] - len(buf)
+            buf += chunk[: max(room, 0)]
+            if len(chunk) > room:
+                truncated[fd] = True
+                stop = "output_limit_exceeded"
+    sel.close()
+    return bytes(buffers[out_fd]), bytes(buffers[err_fd]), truncated[out_fd], truncated[err_fd], stop
+
+
+def _kill_everything(child: _Child) -> None:
+    """Kill the child and every process it left behind (all run as our uid)."""
+    for target in (-child.pid, -1):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    child.wait()
+
+
+def _collect_outputs(max_files: int, max_bytes: int) -> tuple[list[dict[str, str]], bool]:
+    files: list[dict[str, str]] = []
+    total = 0
+    truncated = False
+    for root, dirs, names in os.walk(OUTPUTS, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            size = os.path.getsize(path)
+            if len(files) >= max_files or total + size > max_bytes:
+                truncated = True
+                continue
+            with open(path, "rb") as handle:
+                content = handle.read(size)
+            total += len(content)
+            rel = os.path.relpath(path, OUTPUTS)
+            import mimetypes
+
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            files.append(
+                {"name": rel, "content": _b64(content), "mime_type": mime}
+            )
+    return files, truncated
+
+
+def run(spec_path: str) -> dict[str, Any]:
+    """Run the code that ``spec_path`` describes and return the result document."""
+    with open(spec_path) as handle:
+        spec = json.load(handle)
+    spec_dir = os.path.dirname(spec_path)
+    _stage_inputs(spec, spec_dir)
+    deadline = time.monotonic() + float(spec["timeout_seconds"])
+    oom_before = _oom_kills()
+    child = _Child(os.path.join(spec_dir, spec["code"]))
+    cap = int(spec["max_output_bytes"])
+    stdout, stderr, out_cut, err_cut, stop = capture_streams(
+        child.stdout, child.stderr, (cap, cap), deadline, lambda: child.poll() is not None
+    )
+    if stop is None:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            stop = "timed_out"
+    _kill_everything(child)
+    code = child.wait()
+    exit_code = 128 - code if code < 0 else code
+    if stop is not None:
+        status = stop
+    elif code == -signal.SIGKILL and _oom_kills() > oom_before >= 0:
+        status = "oom_killed"
+    else:
+        status = "succeeded" if code == 0 else "failed"
+    files, files_cut = _collect_outputs(int(spec["max_output_files"]), int(spec["max_output_files_bytes"]))
+    return {
+        "status": status,
+        "exit_code": exit_code,
+        "stdout": _b64(stdout),
+        "stderr": _b64(stderr),
+        "stdout_truncated": out_cut,
+        "stderr_truncated": err_cut,
+        "output_files": files,
+        "output_files_truncated": files_cut,
+    }
+
+
+def main() -> None:
+    """Entry point inside the sandbox: print exactly one framed result."""
+    document = run(sys.argv[1])
+    sys.stdout.write(FRAME_BEGIN + json.dumps(document) + FRAME_END)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""All of sandq's settings, read from ``SANDQ_`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from kubernetes.utils.quantity import parse_quantity
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sandq.contract import MAX_TIMEOUT_SECONDS, check_quantity
+
+
+class Settings(BaseSettings):
+    """sandq configuration. Every field maps to ``SANDQ_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDQ_", extra="ignore")
+
+    # Broker
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis for broker and results; rediss:// for TLS, user:password@ for ACLs.",
+    )
+    result_ttl_seconds: int = Field(default=86400, ge=60, description="How long results are kept.")
+    queue: str = Field(default="sandq", description="Name of the execution queue.")
+
+    # Worker
+    backend: Literal["gvisor", "kubernetes"] = Field(
+        default="gvisor", description="Sandbox backend the worker runs requests on."
+    )
+    concurrency: int = Field(default=4, ge=1, le=512, description="Executions per worker at once.")
+    max_timeout_seconds: int = Field(
+        default=MAX_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS,
+        description="Longest timeout a request may ask for.",
+    )
+    max_cpu_limit: str = Field(default="2", description="Largest cpu_limit a request may ask for.")
+    max_mem_limit: str = Field(default="4Gi", description="Largest mem_limit a request may ask for.")
+    max_output_files: int = Field(default=32, ge=0, description="Most output files returned.")
+    max_output_files_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=0, description="Most bytes of output files returned."
+    )
+    tmp_size: str = Field(default="64Mi", description="Size of the sandbox's writable /tmp.")
+    max_retries: int = Field(default=2, ge=0, description="Retries of infrastructure faults.")
+
+    # Local gVisor backend
+    runsc_path: str = Field(default="runsc", description="The runsc binary.")
+    runsc_root: Path = Field(
+        default=Path("/run/sandq/runsc"), description="runsc state directory (owned by sandq)."
+    )
+    bundle_dir: Path = Field(
+        default=Path("/run/sandq/bundles"), description="Where OCI bundles are written."
+    )
+    sandbox_python: str = Field(
+        default="/usr/bin/python3", description="Interpreter inside the local sandbox."
+    )
+    nproc_limit: int = Field(default=256, ge=8, description="RLIMIT_NPROC inside a sandbox.")
+    kill_grace_seconds: float = Field(
+        default=2.0, ge=0.1, description="Seconds past the deadline before the host kills a sandbox."
+    )
+    nofile_limit: int = Field(default=1024, ge=16, description="RLIMIT_NOFILE inside a sandbox.")
+
+    # Kubernetes backend (parity with ADK's GkeCodeExecutor where names match)
+    namespace: str = Field(default="sandq-sandboxes", description="Namespace of sandbox Jobs.")
+    image: str = Field(default="python:3.11-slim", description="Sandbox container image.")
+    kubeconfig_path: str | None = Field(
+        default=None, description="Explicit kubeconfig; else in-cluster; else ~/.kube/config."
+    )
+    kubeconfig_context: str | None = Field(default=None, description="Context in the kubeconfig.")
+    runtime_class: str | None = Field(default="gvisor", description="RuntimeClass of sandbox pods.")
+    node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"sandbox.gke.io/runtime": "gvisor"},
+        description="Node selector of sandbox pods (JSON).",
+    )
+    tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: [
+            {"key": "sandbox.gke.io/runtime", "operator": "Equal", "value": "gvisor", "effect": "NoSchedule"}
+        ],
+        description="Tolerations of sandbox pods (JSON).",
+    )
+    sandbox_uid: int = Field(default=65534, ge=1, description="uid and gid of sandbox pods.")
+    ephemeral_storage_limit: str = Field(default="128Mi", description="Sandbox ephemeral-storage limit.")
+    job_ttl_seconds: int = Field(
+        default=600, ge=0, description="ttlSecondsAfterFinished: a safety net, sandq deletes Jobs itself."
+    )
+    unschedulable_timeout_seconds: float = Field(
+        default=120, ge=1, description="How long a sandbox pod may stay unschedulable."
+    )
+    api_qps: float = Field(default=20, gt=0, description="Kubernetes API calls per second per worker.")
+    api_burst: int = Field(default=40, ge=1, description="Burst of Kubernetes API calls per worker.")
+    janitor_grace_seconds: int = Field(
+        default=300, ge=0, description="Age past its deadline at which the janitor deletes a Job."
+    )
+
+    @field_validator("max_cpu_limit", "max_mem_limit", "tmp_size", "ephemeral_storage_limit")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        return check_quantity(value)
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Seconds before Redis hands an unacknowledged task to another worker.
+
+        Longer than the longest execution (plus margin), so that a running task
+        is never delivered twice.
+        """
+        return self.max_timeout_seconds + 300
+
+    @property
+    def tmp_size_bytes(self) -> int:
+        """``tmp_size`` in bytes."""
+        return int(parse_quantity(self.tmp_size))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

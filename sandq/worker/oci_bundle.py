@@ -1,0 +1,91 @@
+"""OCI runtime bundles for the local gVisor backend, as pure functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from sandq.contract import ExecutionRequest
+from sandq.sandbox_files import MOUNT_DIR, runner_command, sandbox_files
+from sandq.settings import Settings
+
+SANDBOX_UID = 65534
+CPU_PERIOD_US = 100_000
+_HOST_READONLY = ("/usr", "/bin", "/lib", "/lib64", "/etc/alternatives")
+_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"]
+
+
+def _bind(path: str, source: str | None = None) -> dict[str, Any]:
+    return {
+        "destination": path,
+        "type": "bind",
+        "source": source or path,
+        "options": ["rbind", "ro", "nosuid", "nodev"],
+    }
+
+
+def oci_config(
+    request: ExecutionRequest, settings: Settings, files_dir: Path, sandbox_name: str
+) -> dict[str, Any]:
+    """The ``config.json`` of one sandbox: read-only, unprivileged, limited, offline."""
+    mem = int(parse_quantity(request.mem_limit))
+    cpu_quota = int(parse_quantity(request.cpu_limit) * CPU_PERIOD_US)
+    tmp_bytes = settings.tmp_size_bytes
+    rlimits = [
+        ("RLIMIT_NPROC", settings.nproc_limit),
+        ("RLIMIT_NOFILE", settings.nofile_limit),
+        ("RLIMIT_FSIZE", tmp_bytes),
+        ("RLIMIT_CORE", 0),
+    ]
+    host_ro = [p for p in _HOST_READONLY if Path(p).exists()]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": SANDBOX_UID, "gid": SANDBOX_UID},
+            "args": runner_command(settings.sandbox_python),
+            "env": _ENV,
+            "cwd": "/tmp",
+            "capabilities": {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
+            "rlimits": [{"type": t, "hard": v, "soft": v} for t, v in rlimits],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "sandbox",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {
+                "destination": "/tmp",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "nodev", f"size={tmp_bytes}", "mode=1777"],
+            },
+            *(_bind(p) for p in host_ro),
+            _bind(MOUNT_DIR, str(files_dir)),
+        ],
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "cgroupsPath": f"/sandq/{sandbox_name}",
+            "resources": {
+                "memory": {"limit": mem, "swap": mem},
+                "cpu": {"quota": cpu_quota, "period": CPU_PERIOD_US},
+            },
+        },
+    }
+
+
+def write_bundle(
+    bundle: Path, request: ExecutionRequest, settings: Settings, sandbox_name: str
+) -> None:
+    """Write the bundle directory: config.json, an empty rootfs, and the sandbox files."""
+    files_dir = bundle / "files"
+    (bundle / "rootfs").mkdir(parents=True)
+    files_dir.mkdir()
+    for name, content in sandbox_files(request, settings).items():
+        (files_dir / name).write_bytes(content)
+    config = oci_config(request, settings, files_dir, sandbox_name)
+    (bundle / "config.json").write_text(json.dumps(config))
