@@ -154,9 +154,9 @@ class ExecutionRequest(BaseModel):
     @model_validator(mode="after")
     def _requests_within_limits(self) -> ExecutionRequest:
         if parse_quantity(self.cpu_requested) > parse_quantity(self.cpu_limit):
-            raise ValueError("cpu_requested must not exceed cpu_limit")
+            raise ValueError(f"cpu_requested: {self.cpu_requested} exceeds cpu_limit {self.cpu_limit}")
         if parse_quantity(self.mem_requested) > parse_quantity(self.mem_limit):
-            raise ValueError("mem_requested must not exceed mem_limit")
+            raise ValueError(f"mem_requested: {self.mem_requested} exceeds mem_limit {self.mem_limit}")
         return self
 
 

@@ -8,8 +8,9 @@ bytes.
 from __future__ import annotations
 
 import json
-from importlib import resources
+from pathlib import Path
 
+from sandq import sandbox_runner
 from sandq.contract import ExecutionRequest
 from sandq.settings import Settings
 
@@ -18,7 +19,7 @@ RUNNER_FILE = "runner.py"
 SPEC_FILE = "spec.json"
 MOUNT_DIR = "/sandq"
 
-_RUNNER_SOURCE = resources.files("sandq").joinpath("sandbox_runner.py").read_bytes()
+_RUNNER_SOURCE = Path(sandbox_runner.__file__).read_bytes()
 
 
 def input_key(index: int) -> str:
@@ -34,9 +35,7 @@ def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, by
         "max_output_bytes": request.max_output_bytes,
         "max_output_files": settings.max_output_files,
         "max_output_files_bytes": settings.max_output_files_bytes,
-        "inputs": [
-            {"name": f.name, "key": input_key(i)} for i, f in enumerate(request.input_files)
-        ],
+        "inputs": [{"name": f.name, "key": input_key(i)} for i, f in enumerate(request.input_files)],
     }
     files = {
         CODE_FILE: request.code.encode("utf-8"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import binascii
+import contextlib
 import io
 import json
 import os
@@ -20,7 +21,8 @@ import selectors
 import signal
 import sys
 import time
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 # Imports are slow under gVisor's ptrace platform: modules that only some
 # executions need (mimetypes, traceback, threading) are imported lazily.
@@ -82,13 +84,16 @@ def _user_main(code_path: str, out_w: int, err_w: int) -> NoReturn:
     os.chdir(WORKDIR)
     os.environ.clear()
     os.environ.update(_CHILD_ENV)
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+    sys.stdout = io.TextIOWrapper(
         io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True
     )
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False),
+        encoding="utf-8",
+        errors="backslashreplace",
         write_through=True,
     )
+    sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr  # type: ignore[misc]
     sys.argv = [code_path]
     sys.path.insert(0, WORKDIR)
     exit_code = 0
@@ -96,24 +101,28 @@ def _user_main(code_path: str, out_w: int, err_w: int) -> NoReturn:
         with open(code_path, "rb") as handle:
             source = handle.read()
         compiled = compile(source, code_path, "exec", dont_inherit=True)
-        namespace: dict[str, Any] = {"__name__": "__main__", "__file__": code_path, "__builtins__": __builtins__}
+        namespace: dict[str, Any] = {
+            "__name__": "__main__",
+            "__file__": code_path,
+            "__builtins__": __builtins__,
+        }
         exec(compiled, namespace)
     except SystemExit as stop:
         exit_code = _exit_status(stop)
     except BaseException as error:  # the user's code failed: report it like Python does
         import traceback
 
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next if error.__traceback__ else None)
+        traceback.print_exception(
+            type(error), error, error.__traceback__.tb_next if error.__traceback__ else None
+        )
         exit_code = 1
     threading = sys.modules.get("threading")
     if threading is not None:
-        getattr(threading, "_shutdown")()
-    getattr(atexit, "_run_exitfuncs")()
+        threading._shutdown()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):  # the user's code may have closed them
             stream.flush()
-        except Exception:
-            pass
     os._exit(exit_code)
 
 
@@ -207,10 +216,8 @@ def capture_streams(
 def _kill_everything(child: _Child) -> None:
     """Kill the child and every process it left behind (all run as our uid)."""
     for target in (-child.pid, -1):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
     child.wait()
 
 
@@ -235,9 +242,7 @@ def _collect_outputs(max_files: int, max_bytes: int) -> tuple[list[dict[str, str
             import mimetypes
 
             mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            files.append(
-                {"name": rel, "content": _b64(content), "mime_type": mime}
-            )
+            files.append({"name": rel, "content": _b64(content), "mime_type": mime})
     return files, truncated
 
 

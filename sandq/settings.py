@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     )
     concurrency: int = Field(default=4, ge=1, le=512, description="Executions per worker at once.")
     max_timeout_seconds: int = Field(
-        default=MAX_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS,
+        default=MAX_TIMEOUT_SECONDS,
+        ge=1,
+        le=MAX_TIMEOUT_SECONDS,
         description="Longest timeout a request may ask for.",
     )
     max_cpu_limit: str = Field(default="2", description="Largest cpu_limit a request may ask for.")
@@ -49,9 +51,7 @@ class Settings(BaseSettings):
     runsc_root: Path = Field(
         default=Path("/run/sandq/runsc"), description="runsc state directory (owned by sandq)."
     )
-    bundle_dir: Path = Field(
-        default=Path("/run/sandq/bundles"), description="Where OCI bundles are written."
-    )
+    bundle_dir: Path = Field(default=Path("/run/sandq/bundles"), description="Where OCI bundles are written.")
     sandbox_python: str = Field(
         default="/usr/bin/python3", description="Interpreter inside the local sandbox."
     )
@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     api_burst: int = Field(default=40, ge=1, description="Burst of Kubernetes API calls per worker.")
     janitor_grace_seconds: int = Field(
         default=300, ge=0, description="Age past its deadline at which the janitor deletes a Job."
+    )
+    api_retries: int = Field(
+        default=5, ge=0, description="Retries of one Kubernetes API call on an infrastructure fault."
+    )
+    api_backoff_seconds: float = Field(
+        default=0.5, gt=0, description="First backoff between Kubernetes API retries (doubles each time)."
+    )
+    api_timeout_seconds: float = Field(
+        default=30, gt=0, description="Connect and read timeout of one Kubernetes API call."
+    )
+    watch_timeout_seconds: int = Field(
+        default=300, ge=1, description="Server-side timeout of the shared watch before it reconnects."
     )
 
     @field_validator("max_cpu_limit", "max_mem_limit", "tmp_size", "ephemeral_storage_limit")

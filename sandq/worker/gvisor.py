@@ -84,18 +84,29 @@ class GVisorBackend(Backend):
         # The runner enforces the deadline inside; this backstop also covers boot and teardown.
         deadline = time.monotonic() + request.timeout_seconds + self.settings.kill_grace_seconds
         cmd = [
-            self.settings.runsc_path, "--root", str(self.settings.runsc_root),
-            "--network=none", "run", "--bundle", str(bundle), name,
+            self.settings.runsc_path,
+            "--root",
+            str(self.settings.runsc_root),
+            "--network=none",
+            "run",
+            "--bundle",
+            str(bundle),
+            name,
         ]
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
         assert proc.stdout is not None and proc.stderr is not None
         with proc, proc.stdout, proc.stderr:
             out, err, _, _, stop = capture_streams(
-                proc.stdout.fileno(), proc.stderr.fileno(),
-                (self._frame_cap(request), RUNSC_STDERR_CAP), deadline,
+                proc.stdout.fileno(),
+                proc.stderr.fileno(),
+                (self._frame_cap(request), RUNSC_STDERR_CAP),
+                deadline,
                 lambda: proc.poll() is not None,
             )
             if stop is not None:
@@ -121,7 +132,8 @@ class GVisorBackend(Backend):
             return SandboxReport(status=Status.OUTPUT_LIMIT_EXCEEDED, stdout_truncated=True)
         if code == KILLED_BY_SIGKILL:
             return SandboxReport(
-                status=Status.OOM_KILLED, exit_code=KILLED_BY_SIGKILL,
+                status=Status.OOM_KILLED,
+                exit_code=KILLED_BY_SIGKILL,
                 error="the sandbox exceeded its memory limit and was killed",
             )
         tail = err.decode("utf-8", errors="replace").strip()[-500:]

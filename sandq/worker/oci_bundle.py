@@ -78,9 +78,7 @@ def oci_config(
     }
 
 
-def write_bundle(
-    bundle: Path, request: ExecutionRequest, settings: Settings, sandbox_name: str
-) -> None:
+def write_bundle(bundle: Path, request: ExecutionRequest, settings: Settings, sandbox_name: str) -> None:
     """Write the bundle directory: config.json, an empty rootfs, and the sandbox files."""
     files_dir = bundle / "files"
     (bundle / "rootfs").mkdir(parents=True)

@@ -1,0 +1,42 @@
+# sandq: `make run` (demo through the queue) and `make test` (the suite).
+# Both install what is missing first. Debian/Ubuntu, as root.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := redis-server runsc python3-matplotlib python3-numpy procps
+
+.PHONY: install system-deps venv run test lint typecheck bench clean
+
+install: system-deps venv
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	@$(BIN)/python -c "import sandq, kmock, google.adk" 2>/dev/null || \
+	  $(BIN)/pip install -q -r requirements.lock -e ".[dev]"
+
+run: install
+	$(BIN)/python scripts/demo.py
+
+lint: venv
+	$(BIN)/ruff check sandq tests benchmarks examples scripts
+	$(BIN)/mypy --strict sandq
+
+test: install lint
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python benchmarks/local.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,167 @@
+"""Shared fixtures: a real redis-server, a real Celery worker process, a client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sandq.broker.client import Client
+from sandq.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+CANARY = "SANDQ_TEST_HOST_SECRET"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server process on a free port, in its own directory."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--save",
+                "",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: run `make test`, which installs it")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+def make_settings(redis_url: str, base: Path, **overrides: object) -> Settings:
+    """Settings for tests: their own Redis, queue and runsc state."""
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "queue": f"sandq-test-{uuid.uuid4().hex[:8]}",
+        "runsc_root": base / "runsc",
+        "bundle_dir": base / "bundles",
+        "concurrency": 4,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a subprocess see ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDQ_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            env[f"SANDQ_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+class WorkerProcess:
+    """A real ``sandq worker`` process."""
+
+    def __init__(self, settings: Settings, log: Path, extra_env: dict[str, str] | None = None) -> None:
+        env = settings_env(settings)
+        env.update(extra_env or {})
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandq", "worker", "--loglevel", "INFO"],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def wait_ready(self, client: Client, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            if client.app.control.ping(timeout=0.5):
+                return
+        raise RuntimeError(f"worker not ready: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(redis_server.url, tmp_path_factory.mktemp("sandq"))
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[Client]:
+    c = Client(settings)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    settings: Settings, client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    if os.geteuid() != 0 or shutil.which("runsc") is None:
+        pytest.fail("the gVisor tests need root and runsc: run `make test`, which installs it")
+    proc = WorkerProcess(
+        settings, tmp_path_factory.mktemp("worker") / "worker.log", {CANARY: "leaked-if-visible"}
+    )
+    proc.wait_ready(client)
+    yield proc
+    proc.stop()

@@ -1,0 +1,98 @@
+"""The wire contract rejects every invalid request, naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from sandq.contract import MAX_CODE_BYTES, ExecutionRequest, ExecutionResult, File, Status
+from sandq.settings import Settings
+from sandq.validation import RequestRejected, validate_request
+
+INVALID = [
+    ({"code": ""}, "code"),
+    ({"code": "   \n"}, "code"),
+    ({"code": "x" * (MAX_CODE_BYTES + 1)}, "code"),
+    ({"code": "print(1)", "language": "javascript"}, "language"),
+    ({"code": "print(1)", "timeout_seconds": 0}, "timeout_seconds"),
+    ({"code": "print(1)", "timeout_seconds": -5}, "timeout_seconds"),
+    ({"code": "print(1)", "timeout_seconds": 3601}, "timeout_seconds"),
+    ({"code": "print(1)", "cpu_limit": "abc"}, "cpu_limit"),
+    ({"code": "print(1)", "mem_limit": "-1Gi"}, "mem_limit"),
+    ({"code": "print(1)", "mem_requested": "1Gi", "mem_limit": "512Mi"}, "mem_requested"),
+    ({"code": "print(1)", "tenant": "Not A Slug"}, "tenant"),
+    ({"code": "print(1)", "max_output_bytes": 10}, "max_output_bytes"),
+    ({"code": "print(1)", "input_files": [{"name": "../x", "content": ""}]}, "input_files.0.name"),
+    ({"code": "print(1)", "input_files": [{"name": "/etc/passwd", "content": ""}]}, "input_files.0.name"),
+    ({"code": "print(1)", "input_files": [{"name": "a/./b", "content": ""}]}, "input_files.0.name"),
+    (
+        {"code": "print(1)", "input_files": [{"name": "a", "content": ""}, {"name": "a", "content": ""}]},
+        "input_files",
+    ),
+    (
+        {"code": "print(1)", "input_files": [{"name": "big", "content": "A" * (1024 * 1024 + 4)}]},
+        "input_files",
+    ),
+    ({"code": "print(1)", "unknown_field": 1}, "unknown_field"),
+]
+
+
+@pytest.mark.parametrize(("raw", "field"), INVALID)
+def test_invalid_request_names_the_field(raw: dict[str, object], field: str) -> None:
+    with pytest.raises(RequestRejected) as caught:
+        validate_request(raw, Settings())
+    assert str(caught.value).startswith(f"{field}:"), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"code": "print(1)", "mem_limit": "64Gi"}, "mem_limit"),
+        ({"code": "print(1)", "cpu_limit": "16"}, "cpu_limit"),
+        ({"code": "print(1)", "timeout_seconds": 600}, "timeout_seconds"),
+    ],
+)
+def test_limits_above_the_deployment_maximum_are_rejected(raw: dict[str, object], field: str) -> None:
+    settings = Settings(max_mem_limit="1Gi", max_cpu_limit="2", max_timeout_seconds=300)
+    with pytest.raises(RequestRejected, match=f"^{field}: "):
+        validate_request(raw, settings)
+
+
+def test_defaults_are_those_of_gke_code_executor() -> None:
+    request = ExecutionRequest(code="print(1)")
+    assert (request.cpu_requested, request.mem_requested, request.cpu_limit, request.mem_limit) == (
+        "200m",
+        "256Mi",
+        "500m",
+        "512Mi",
+    )
+    assert request.timeout_seconds == 300
+    assert request.max_output_bytes == 1024 * 1024
+
+
+def test_request_and_result_round_trip_as_json_with_bytes() -> None:
+    request = ExecutionRequest(code="print(1)", input_files=[File(name="d/x.bin", content=b"\x00\xff")])
+    again = ExecutionRequest.model_validate_json(request.model_dump_json())
+    assert again == request
+    result = ExecutionResult(
+        id="x", status=Status.SUCCEEDED, output_files=[File(name="o.png", content=b"\x89PNG")]
+    )
+    assert ExecutionResult.model_validate_json(result.model_dump_json()).output_files[0].content == b"\x89PNG"
+
+
+def test_status_values_are_the_documented_ones() -> None:
+    assert [s.value for s in Status] == [
+        "succeeded",
+        "failed",
+        "timed_out",
+        "oom_killed",
+        "output_limit_exceeded",
+        "rejected",
+        "infrastructure_error",
+        "cancelled",
+    ]
+
+
+def test_file_name_must_be_relative() -> None:
+    with pytest.raises(ValidationError):
+        File(name="/abs", content=b"")
