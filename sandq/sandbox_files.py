@@ -7,6 +7,7 @@ bytes.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -27,9 +28,9 @@ def input_key(index: int) -> str:
     return f"in-{index}"
 
 
-def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, bytes]:
-    """Map of file name to content for the sandbox's ``/sandq`` directory."""
-    spec = {
+def runner_spec(request: ExecutionRequest, settings: Settings) -> dict[str, object]:
+    """The limits the runner enforces inside the sandbox, and where its inputs are."""
+    return {
         "code": CODE_FILE,
         "timeout_seconds": request.timeout_seconds,
         "max_output_bytes": request.max_output_bytes,
@@ -37,6 +38,11 @@ def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, by
         "max_output_files_bytes": settings.max_output_files_bytes,
         "inputs": [{"name": f.name, "key": input_key(i)} for i, f in enumerate(request.input_files)],
     }
+
+
+def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, bytes]:
+    """Map of file name to content for the sandbox's ``/sandq`` directory."""
+    spec = runner_spec(request, settings)
     files = {
         CODE_FILE: request.code.encode("utf-8"),
         RUNNER_FILE: _RUNNER_SOURCE,
@@ -46,6 +52,24 @@ def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, by
     return files
 
 
-def runner_command(python: str) -> list[str]:
-    """The sandbox's entry command: the runner, in isolated mode, on the spec."""
-    return [python, "-I", f"{MOUNT_DIR}/{RUNNER_FILE}", f"{MOUNT_DIR}/{SPEC_FILE}"]
+def runner_source() -> bytes:
+    """The runner script, as shipped into sandboxes."""
+    return _RUNNER_SOURCE
+
+
+def job_document(request: ExecutionRequest, settings: Settings) -> bytes:
+    """The job as one JSON document, for a runner that reads it from stdin."""
+    doc = {
+        "spec": runner_spec(request, settings),
+        "code": request.code,
+        "inputs": [
+            {"name": f.name, "content": base64.b64encode(f.content).decode("ascii")}
+            for f in request.input_files
+        ],
+    }
+    return json.dumps(doc).encode("utf-8")
+
+
+def runner_command(python: str, source: str = f"{MOUNT_DIR}/{SPEC_FILE}") -> list[str]:
+    """The sandbox's entry command: the runner, in isolated mode, on the spec (or ``-``: stdin)."""
+    return [python, "-I", f"{MOUNT_DIR}/{RUNNER_FILE}", source]

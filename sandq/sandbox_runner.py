@@ -6,7 +6,11 @@ framed JSON result document on its own stdout. The frame is only as
 trustworthy as the user's code (both run as the same user), so the host
 treats it as a report of that code's own outcome and caps its size.
 
-Usage: ``python3 sandbox_runner.py SPEC.json``.
+Usage: ``python3 sandbox_runner.py SPEC.json`` reads the job from files beside
+the spec (a Kubernetes ConfigMap); ``python3 sandbox_runner.py -`` signals
+readiness with one byte on stderr, then reads the job as one JSON document
+from stdin (a local sandbox, possibly started ahead of time). Empty stdin
+means the sandbox is no longer wanted: it exits at once.
 """
 
 from __future__ import annotations
@@ -60,16 +64,52 @@ def _oom_kills() -> int:
     return -1
 
 
-def _stage_inputs(spec: dict[str, Any], spec_dir: str) -> None:
-    os.makedirs(OUTPUTS, exist_ok=True)
+READY = b"\x06"
+CODE_NAME = "/sandq/main.py"
+
+
+class Job:
+    """What to run: the limits (spec), the code, and the input files."""
+
+    def __init__(self, spec: dict[str, Any], code: bytes, inputs: list[tuple[str, bytes]]) -> None:
+        self.spec, self.code, self.inputs = spec, code, inputs
+
+
+def job_from_files(spec_path: str) -> Job:
+    """The job laid out as files: spec.json, the code and ``in-N`` beside it."""
+    spec_dir = os.path.dirname(spec_path)
+    with open(spec_path) as handle:
+        spec = json.load(handle)
+    with open(os.path.join(spec_dir, spec["code"]), "rb") as handle:
+        code = handle.read()
+    inputs = []
     for item in spec.get("inputs", []):
-        target = os.path.join(WORKDIR, item["name"])
+        with open(os.path.join(spec_dir, item["key"]), "rb") as handle:
+            inputs.append((item["name"], handle.read()))
+    return Job(spec, code, inputs)
+
+
+def job_from_stdin() -> Job | None:
+    """Signal readiness, then read the job document; None on empty stdin."""
+    os.write(2, READY)
+    data = sys.stdin.buffer.read()
+    if not data:
+        return None
+    doc = json.loads(data)
+    inputs = [(item["name"], binascii.a2b_base64(item["content"])) for item in doc["inputs"]]
+    return Job(doc["spec"], doc["code"].encode("utf-8"), inputs)
+
+
+def _stage_inputs(inputs: list[tuple[str, bytes]]) -> None:
+    os.makedirs(OUTPUTS, exist_ok=True)
+    for name, content in inputs:
+        target = os.path.join(WORKDIR, name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(os.path.join(spec_dir, item["key"]), "rb") as src, open(target, "wb") as dst:
-            dst.write(src.read())
+        with open(target, "wb") as dst:
+            dst.write(content)
 
 
-def _user_main(code_path: str, out_w: int, err_w: int) -> NoReturn:
+def _user_main(source: bytes, out_w: int, err_w: int) -> NoReturn:
     """In the forked child: become a fresh ``python main.py`` and run the code.
 
     Forking the already-started runner instead of starting a second
@@ -84,9 +124,7 @@ def _user_main(code_path: str, out_w: int, err_w: int) -> NoReturn:
     os.chdir(WORKDIR)
     os.environ.clear()
     os.environ.update(_CHILD_ENV)
-    sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True
-    )
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", write_through=True)
     sys.stderr = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False),
         encoding="utf-8",
@@ -94,16 +132,15 @@ def _user_main(code_path: str, out_w: int, err_w: int) -> NoReturn:
         write_through=True,
     )
     sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr  # type: ignore[misc]
-    sys.argv = [code_path]
+    sys.argv = [CODE_NAME]
     sys.path.insert(0, WORKDIR)
     exit_code = 0
     try:
-        with open(code_path, "rb") as handle:
-            source = handle.read()
-        compiled = compile(source, code_path, "exec", dont_inherit=True)
+        _remember_source(source)
+        compiled = compile(source, CODE_NAME, "exec", dont_inherit=True)
         namespace: dict[str, Any] = {
             "__name__": "__main__",
-            "__file__": code_path,
+            "__file__": CODE_NAME,
             "__builtins__": __builtins__,
         }
         exec(compiled, namespace)
@@ -126,6 +163,14 @@ def _user_main(code_path: str, out_w: int, err_w: int) -> NoReturn:
     os._exit(exit_code)
 
 
+def _remember_source(source: bytes) -> None:
+    """Let tracebacks quote the code's lines, whether or not it exists as a file."""
+    import linecache
+
+    lines = source.decode("utf-8", errors="replace").splitlines(keepends=True)
+    linecache.cache[CODE_NAME] = (len(source), None, lines, CODE_NAME)
+
+
 def _exit_status(stop: SystemExit) -> int:
     if stop.code is None:
         return 0
@@ -138,12 +183,12 @@ def _exit_status(stop: SystemExit) -> int:
 class _Child:
     """The forked user process and the read ends of its stdout and stderr."""
 
-    def __init__(self, code_path: str) -> None:
+    def __init__(self, source: bytes) -> None:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            _user_main(code_path, out_w, err_w)
+            _user_main(source, out_w, err_w)
         os.close(out_w)
         os.close(err_w)
         self.pid = pid
@@ -246,15 +291,13 @@ def _collect_outputs(max_files: int, max_bytes: int) -> tuple[list[dict[str, str
     return files, truncated
 
 
-def run(spec_path: str) -> dict[str, Any]:
-    """Run the code that ``spec_path`` describes and return the result document."""
-    with open(spec_path) as handle:
-        spec = json.load(handle)
-    spec_dir = os.path.dirname(spec_path)
-    _stage_inputs(spec, spec_dir)
+def run(job: Job) -> dict[str, Any]:
+    """Run ``job`` and return the result document."""
+    spec = job.spec
+    _stage_inputs(job.inputs)
     deadline = time.monotonic() + float(spec["timeout_seconds"])
     oom_before = _oom_kills()
-    child = _Child(os.path.join(spec_dir, spec["code"]))
+    child = _Child(job.code)
     cap = int(spec["max_output_bytes"])
     stdout, stderr, out_cut, err_cut, stop = capture_streams(
         child.stdout, child.stderr, (cap, cap), deadline, lambda: child.poll() is not None
@@ -288,7 +331,10 @@ def run(spec_path: str) -> dict[str, Any]:
 
 def main() -> None:
     """Entry point inside the sandbox: print exactly one framed result."""
-    document = run(sys.argv[1])
+    job = job_from_stdin() if sys.argv[1] == "-" else job_from_files(sys.argv[1])
+    if job is None:
+        return
+    document = run(job)
     sys.stdout.write(FRAME_BEGIN + json.dumps(document) + FRAME_END)
     sys.stdout.flush()
 

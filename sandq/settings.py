@@ -7,10 +7,17 @@ from pathlib import Path
 from typing import Literal
 
 from kubernetes.utils.quantity import parse_quantity
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandq.contract import MAX_TIMEOUT_SECONDS, check_quantity
+
+
+class TenantLimits(BaseModel):
+    """Caps of one tenant that differ from the per-tenant defaults."""
+
+    max_queued: int | None = Field(default=None, ge=1)
+    max_in_flight: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -26,9 +33,34 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = Field(default=86400, ge=60, description="How long results are kept.")
     queue: str = Field(default="sandq", description="Name of the execution queue.")
 
+    # Backpressure (admission at submit, in-flight semaphore at run)
+    max_queued: int = Field(default=100_000, ge=1, description="Executions queued at once, all tenants.")
+    max_queued_per_tenant: int = Field(default=10_000, ge=1, description="Executions queued per tenant.")
+    max_in_flight: int = Field(default=1000, ge=1, description="Sandboxes running at once, all workers.")
+    max_in_flight_per_tenant: int = Field(default=1000, ge=1, description="Sandboxes running per tenant.")
+    tenant_overrides: dict[str, TenantLimits] = Field(
+        default_factory=dict, description='Per-tenant caps (JSON), e.g. {"acme": {"max_in_flight": 5}}.'
+    )
+    lease_seconds: float = Field(
+        default=30, ge=1, description="In-flight lease; a dead worker's slots come back after it."
+    )
+    queued_ttl_seconds: int = Field(
+        default=86400, ge=60, description="After this long an admitted execution stops counting as queued."
+    )
+    cap_retry_seconds: float = Field(
+        default=0.05, gt=0, description="Delay before an execution refused by an in-flight cap is retried."
+    )
+    retry_after_seconds: float = Field(
+        default=1.0, gt=0, description="The retry_after hint of a refused submission."
+    )
+
     # Worker
-    backend: Literal["gvisor", "kubernetes"] = Field(
-        default="gvisor", description="Sandbox backend the worker runs requests on."
+    backend: Literal["gvisor", "kubernetes", "simulated"] = Field(
+        default="gvisor",
+        description="Sandbox backend the worker runs requests on (simulated: queue benchmarks only).",
+    )
+    simulated_run_seconds: float = Field(
+        default=0.03, ge=0, description="How long the simulated backend sleeps per execution."
     )
     concurrency: int = Field(default=4, ge=1, le=512, description="Executions per worker at once.")
     max_timeout_seconds: int = Field(
@@ -54,6 +86,10 @@ class Settings(BaseSettings):
     bundle_dir: Path = Field(default=Path("/run/sandq/bundles"), description="Where OCI bundles are written.")
     sandbox_python: str = Field(
         default="/usr/bin/python3", description="Interpreter inside the local sandbox."
+    )
+    warm_pool_size: int = Field(
+        default=2, ge=0, le=64,
+        description="Sandboxes of the default shape kept booted per worker process (0: always cold).",
     )
     nproc_limit: int = Field(default=256, ge=8, description="RLIMIT_NPROC inside a sandbox.")
     kill_grace_seconds: float = Field(
@@ -118,6 +154,18 @@ class Settings(BaseSettings):
         is never delivered twice.
         """
         return self.max_timeout_seconds + 300
+
+    def queued_cap(self, tenant: str) -> int:
+        """How many executions ``tenant`` may have queued."""
+        override = self.tenant_overrides.get(tenant)
+        return override.max_queued if override and override.max_queued else self.max_queued_per_tenant
+
+    def in_flight_cap(self, tenant: str) -> int:
+        """How many sandboxes ``tenant`` may have running."""
+        override = self.tenant_overrides.get(tenant)
+        if override and override.max_in_flight:
+            return override.max_in_flight
+        return self.max_in_flight_per_tenant
 
     @property
     def tmp_size_bytes(self) -> int:

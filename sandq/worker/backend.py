@@ -49,7 +49,10 @@ class Backend(ABC):
         return False
 
     def sweep(self) -> None:
-        """Remove sandboxes left behind by a previous worker process."""
+        """Remove sandboxes left behind by worker processes that are gone."""
+
+    def start(self) -> None:
+        """Begin background work (warm pools, watches); called once per worker process."""
 
     def close(self) -> None:
         """Release everything the backend holds."""

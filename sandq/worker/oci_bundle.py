@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
-from sandq.sandbox_files import MOUNT_DIR, runner_command, sandbox_files
+from sandq.sandbox_files import MOUNT_DIR, RUNNER_FILE, runner_command, runner_source
 from sandq.settings import Settings
 
 SANDBOX_UID = 65534
@@ -27,12 +28,26 @@ def _bind(path: str, source: str | None = None) -> dict[str, Any]:
     }
 
 
-def oci_config(
-    request: ExecutionRequest, settings: Settings, files_dir: Path, sandbox_name: str
-) -> dict[str, Any]:
-    """The ``config.json`` of one sandbox: read-only, unprivileged, limited, offline."""
-    mem = int(parse_quantity(request.mem_limit))
-    cpu_quota = int(parse_quantity(request.cpu_limit) * CPU_PERIOD_US)
+@dataclass(frozen=True)
+class Shape:
+    """The limits fixed when a sandbox starts; sandboxes of one shape are interchangeable."""
+
+    cpu_limit: str
+    mem_limit: str
+
+    @classmethod
+    def of(cls, request: ExecutionRequest) -> Shape:
+        """The shape a request needs."""
+        return cls(request.cpu_limit, request.mem_limit)
+
+
+def oci_config(shape: Shape, settings: Settings, files_dir: Path, sandbox_name: str) -> dict[str, Any]:
+    """The ``config.json`` of one sandbox: read-only, unprivileged, limited, offline.
+
+    Its runner waits for the job on stdin, so a sandbox can start before its request is known.
+    """
+    mem = int(parse_quantity(shape.mem_limit))
+    cpu_quota = int(parse_quantity(shape.cpu_limit) * CPU_PERIOD_US)
     tmp_bytes = settings.tmp_size_bytes
     rlimits = [
         ("RLIMIT_NPROC", settings.nproc_limit),
@@ -46,7 +61,7 @@ def oci_config(
         "process": {
             "terminal": False,
             "user": {"uid": SANDBOX_UID, "gid": SANDBOX_UID},
-            "args": runner_command(settings.sandbox_python),
+            "args": runner_command(settings.sandbox_python, "-"),
             "env": _ENV,
             "cwd": "/tmp",
             "capabilities": {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
@@ -78,12 +93,11 @@ def oci_config(
     }
 
 
-def write_bundle(bundle: Path, request: ExecutionRequest, settings: Settings, sandbox_name: str) -> None:
-    """Write the bundle directory: config.json, an empty rootfs, and the sandbox files."""
+def write_bundle(bundle: Path, shape: Shape, settings: Settings, sandbox_name: str) -> None:
+    """Write the bundle directory: config.json, an empty rootfs, and the runner."""
     files_dir = bundle / "files"
     (bundle / "rootfs").mkdir(parents=True)
     files_dir.mkdir()
-    for name, content in sandbox_files(request, settings).items():
-        (files_dir / name).write_bytes(content)
-    config = oci_config(request, settings, files_dir, sandbox_name)
+    (files_dir / RUNNER_FILE).write_bytes(runner_source())
+    config = oci_config(shape, settings, files_dir, sandbox_name)
     (bundle / "config.json").write_text(json.dumps(config))

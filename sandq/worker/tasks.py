@@ -4,32 +4,74 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Task
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from pydantic import ValidationError
 
+from sandq.broker.admission import Admission
 from sandq.broker.app import EXECUTE_TASK, celery_app
+from sandq.broker.routing import DEFAULT_TENANT, priority_of
 from sandq.contract import Submission
-from sandq.settings import get_settings
+from sandq.settings import Settings, get_settings
 from sandq.worker.backend import Backend, InfrastructureFault
 from sandq.worker.backends import make_backend
+from sandq.worker.cancellation import CancelListener, cancelled_before_start
 from sandq.worker.execution import execute, infrastructure_error, rejected
+from sandq.worker.inflight import InFlight, Verdict
+from sandq.worker.queues import TenantQueues
 
 log = logging.getLogger(__name__)
 
 _backend: Backend | None = None
 _backend_lock = threading.Lock()
 
+celery_app.steps["consumer"].add(TenantQueues)
+
+
+@dataclass(frozen=True)
+class _Gates:
+    """What an execution passes before it runs: cancellation, then an in-flight slot."""
+
+    admission: Admission
+    in_flight: InFlight
+    cancels: CancelListener
+
+
+_gates: _Gates | None = None
+
+
+def current_gates() -> _Gates:
+    """This process's gates, made on first use (after the pool has forked)."""
+    global _gates  # noqa: PLW0603 (one set of gates per worker process)
+    backend = current_backend()
+    with _backend_lock:
+        if _gates is None:
+            settings = get_settings()
+            client = redis.Redis.from_url(settings.redis_url)
+            cancels = CancelListener(settings, client, backend)
+            _gates = _Gates(Admission(settings, client), InFlight(settings, client), cancels)
+        return _gates
+
 
 def current_backend() -> Backend:
-    """This process's backend, made on first use (after the pool has forked)."""
+    """This process's backend, made and started on first use (after the pool has forked)."""
     global _backend  # noqa: PLW0603 (one backend per worker process)
     with _backend_lock:
         if _backend is None:
             _backend = make_backend(get_settings())
+            _backend.sweep()
+            _backend.start()
         return _backend
+
+
+@worker_process_init.connect
+def _start_backend(**_: object) -> None:
+    """Warm up each pool process's backend before its first task."""
+    current_backend()
 
 
 @worker_init.connect
@@ -49,21 +91,42 @@ def _retry_delay(retries: int) -> float:
 
 
 @celery_app.task(name=EXECUTE_TASK, bind=True)
-def execute_task(self: Task[Any, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one submission; always return an ``ExecutionResult`` as JSON."""
+def execute_task(self: Task[Any, Any], payload: dict[str, Any], cap_waits: int = 0) -> dict[str, Any]:
+    """Run one submission; always return an ``ExecutionResult`` as JSON.
+
+    A cancelled submission never starts. One refused by an in-flight cap goes back in line
+    (``cap_waits`` counts those returns, apart from infrastructure retries).
+    """
     settings = get_settings()
     try:
         submission = Submission.model_validate(payload)
     except ValidationError as error:
         return rejected(str(self.request.id), f"malformed submission: {error}").model_dump(mode="json")
+    gates = current_gates()
+    tenant = submission.request.get("tenant")
+    tenant = tenant if isinstance(tenant, str) else DEFAULT_TENANT
+    with gates.cancels.running(submission.id):
+        if gates.cancels.is_cancelled(submission.id):
+            gates.admission.withdraw(submission.id, tenant)
+            return cancelled_before_start(submission, tenant).model_dump(mode="json")
+        priority = priority_of((self.request.delivery_info or {}).get("priority"))
+        if gates.in_flight.acquire(submission.id, tenant, priority) is not Verdict.ACQUIRED:
+            raise self.retry(
+                countdown=settings.cap_retry_seconds, max_retries=None, kwargs={"cap_waits": cap_waits + 1}
+            )
+        with gates.in_flight.held(submission.id, tenant):
+            return _run(self, submission, settings, int(self.request.retries) - cap_waits)
+
+
+def _run(self: Task[Any, Any], submission: Submission, settings: Settings, retries: int) -> dict[str, Any]:
     backend = current_backend()
-    attempt = int(self.request.retries) + 1
+    attempt = retries + 1
     try:
         result = execute(submission, backend, settings, attempt)
     except InfrastructureFault as fault:
-        if self.request.retries < settings.max_retries:
+        if retries < settings.max_retries:
             log.warning("infrastructure fault on %s, retrying: %s", submission.id, fault)
-            raise self.retry(exc=fault, countdown=_retry_delay(self.request.retries)) from fault
+            raise self.retry(exc=fault, countdown=_retry_delay(retries), max_retries=None) from fault
         result = infrastructure_error(submission, backend, attempt, fault)
     except Exception as error:  # a bug must not take the worker down or lose the result
         log.exception("execution %s failed inside the worker", submission.id)

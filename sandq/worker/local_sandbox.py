@@ -1,0 +1,158 @@
+"""One local gVisor sandbox: started (perhaps ahead of time), handed one job, removed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from sandq.sandbox_runner import READY, capture_streams
+from sandq.settings import Settings
+from sandq.worker.oci_bundle import Shape, write_bundle
+
+SANDBOX_PREFIX = "sq-"
+OWNER_FILE = "owner.pid"
+RUNSC_STDERR_CAP = 64 * 1024
+
+
+class Capture:
+    """What came out of a sandbox: the runner's stdout, runsc's stderr, why reading stopped, the exit code."""
+
+    def __init__(self, out: bytes, err: bytes, stop: str | None, code: int) -> None:
+        self.out, self.err, self.stop, self.code = out, err, stop, code
+
+
+class LocalSandbox:
+    """A ``runsc run`` whose runner waits on stdin for exactly one job."""
+
+    def __init__(self, settings: Settings, shape: Shape) -> None:
+        self.settings = settings
+        self.shape = shape
+        self.name = SANDBOX_PREFIX + uuid.uuid4().hex[:16]
+        self.bundle = settings.bundle_dir / self.name
+        write_bundle(self.bundle, shape, settings, self.name)
+        (self.bundle / OWNER_FILE).write_text(str(os.getpid()))
+        self.proc = subprocess.Popen(
+            [*runsc_base(settings), "--network=none", "run", "--bundle", str(self.bundle), self.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._ready = False
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait for the runner's readiness byte; False if the sandbox died or was too slow."""
+        assert self.proc.stderr is not None
+        ready, _, _ = select.select([self.proc.stderr], [], [], timeout)
+        if ready and os.read(self.proc.stderr.fileno(), 1) == READY:
+            self._ready = True
+        return self._ready
+
+    def alive(self) -> bool:
+        """True while the sandbox has not exited."""
+        return self.proc.poll() is None
+
+    def execute(self, job: bytes, deadline: float, frame_cap: int) -> Capture:
+        """Hand the job over and read the report, killing the sandbox at the deadline or the cap."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
+        with self.proc.stdout, self.proc.stderr:
+            out, err, _, _, stop = capture_streams(
+                self.proc.stdout.fileno(),
+                self.proc.stderr.fileno(),
+                (frame_cap, RUNSC_STDERR_CAP),
+                deadline,
+                lambda: self.proc.poll() is not None,
+            )
+            if stop is not None:
+                self.kill()
+            code = self.proc.wait()
+        if not self._ready and err.startswith(READY):
+            err = err[len(READY) :]
+        return Capture(out, err, stop, code)
+
+    def kill(self) -> None:
+        """Kill every process in the sandbox."""
+        runsc(self.settings, "kill", "--all", self.name, "KILL")
+
+    def remove(self) -> None:
+        """Stop the sandbox if it still runs, and remove every trace of it."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # an idle runner exits at EOF
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        if has_state(self.settings, self.name):
+            remove_sandbox(self.settings, self.name)
+        else:  # an attached ``runsc run`` that ended has already deleted its container
+            shutil.rmtree(self.bundle, ignore_errors=True)
+
+
+def _write_and_close(stdin: object, job: bytes) -> None:
+    assert hasattr(stdin, "write") and hasattr(stdin, "close")
+    with contextlib.suppress(OSError):  # the sandbox died first: its exit code tells why
+        stdin.write(job)
+    with contextlib.suppress(OSError):
+        stdin.close()
+
+
+def runsc_base(settings: Settings) -> list[str]:
+    """``runsc`` with sandq's own state directory."""
+    return [settings.runsc_path, "--root", str(settings.runsc_root)]
+
+
+def runsc(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run one runsc command and return what it did."""
+    return subprocess.run([*runsc_base(settings), *args], capture_output=True, timeout=60, check=False)
+
+
+def has_state(settings: Settings, name: str) -> bool:
+    """True while runsc keeps state for the sandbox ``name``."""
+    return any(settings.runsc_root.glob(f"{name}_sandbox*.state"))
+
+
+def remove_sandbox(settings: Settings, name: str) -> None:
+    """Kill, delete and forget a sandbox by name, whatever state it is in."""
+    runsc(settings, "kill", "--all", name, "KILL")
+    runsc(settings, "delete", "--force", name)
+    shutil.rmtree(settings.bundle_dir / name, ignore_errors=True)
+
+
+def sweep_orphans(settings: Settings) -> list[str]:
+    """Remove sandboxes whose owning worker process is gone; return their names."""
+    listed = runsc(settings, "list", "--quiet").stdout.decode().split()
+    names = set(listed) | {p.name for p in settings.bundle_dir.iterdir()}
+    removed = []
+    for name in sorted(n for n in names if n.startswith(SANDBOX_PREFIX)):
+        if not _owner_alive(settings.bundle_dir / name / OWNER_FILE):
+            remove_sandbox(settings, name)
+            removed.append(name)
+    return removed
+
+
+def _owner_alive(owner_file: Path) -> bool:
+    try:
+        pid = int(owner_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def monotonic_deadline(seconds: float) -> float:
+    """A deadline ``seconds`` from now on the monotonic clock."""
+    return time.monotonic() + seconds
