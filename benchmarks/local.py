@@ -1,7 +1,8 @@
 """Local backend benchmark: queue latency and throughput against bare cold ``runsc run``.
 
-Prints one JSON document. Starts its own redis-server and worker; run as root.
-Usage: python benchmarks/local.py [--n 30] [--throughput-n 40] [--concurrency 4]
+Prints one JSON document. Starts its own redis-server and worker (with its warm
+pool); run as root. Both sides are measured in the same run, on the same code.
+Usage: python benchmarks/local.py [--n 30] [--throughput-n 300] [--concurrency 8]
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def cold_runsc(settings: Settings, workdir: Path, index: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=30)
-    parser.add_argument("--throughput-n", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--throughput-n", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -68,11 +69,13 @@ def main() -> None:
             worker.wait_ready(client)
             client.run(ExecutionRequest(code=CODE), timeout=120)  # warm-up
             latencies, cold = [], []
-            for i in range(args.n):
+            for _ in range(args.n):
+                time.sleep(0.5)  # an interactive pace: the pool refills between requests
                 start = time.perf_counter()
                 result = client.run(ExecutionRequest(code=CODE), timeout=120)
                 latencies.append(time.perf_counter() - start)
                 assert result.status is Status.SUCCEEDED, result
+            for i in range(args.n):  # the worker is idle: its pool is full and refills nothing
                 cold.append(cold_runsc(settings, base, i))
 
             def one(_: int) -> Status:
@@ -82,6 +85,12 @@ def main() -> None:
             with ThreadPoolExecutor(args.concurrency) as pool:
                 statuses = list(pool.map(one, range(args.throughput_n)))
             elapsed = time.perf_counter() - start
+            worker.stop()  # the raw side runs alone, as sandq did
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                list(pool.map(lambda i: cold_runsc(settings, base, 100_000 + i), range(args.throughput_n)))
+            cold_elapsed = time.perf_counter() - start
         finally:
             worker.stop()
             client.close()
@@ -97,6 +106,8 @@ def main() -> None:
         "throughput_concurrency": args.concurrency,
         "throughput_n": args.throughput_n,
         "throughput_per_s": round(args.throughput_n / elapsed, 2),
+        "cold_runsc_throughput_per_s": round(args.throughput_n / cold_elapsed, 2),
+        "throughput_over_cold": round(cold_elapsed / elapsed, 3),
         "throughput_all_succeeded": all(s is Status.SUCCEEDED for s in statuses),
     }
     print(json.dumps(report))

@@ -41,8 +41,9 @@ def worker(
         int | None, typer.Option(help="Executions at once (default SANDQ_CONCURRENCY).")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    pool: Annotated[str, typer.Option(help="Celery pool: prefork, or threads.")] = "prefork",
 ) -> None:
-    """Start a worker that runs executions from the queue."""
+    """Start a worker that runs executions from the queue (and from each tenant's queue)."""
     from sandq.broker.app import celery_app  # noqa: PLC0415 (the worker imports its tasks)
 
     settings = Settings()
@@ -51,6 +52,7 @@ def worker(
             "worker",
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency or settings.concurrency}",
+            f"--pool={pool}",
             "--queues",
             settings.queue,
             "--task-events",
@@ -76,6 +78,10 @@ def run(
     tenant: Annotated[str, typer.Option(help="Tenant the execution is billed to.")] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend for --dry-run: kubernetes.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the manifests it would create; contact nothing.")
+    ] = False,
 ) -> None:
     """Run code through the queue and print its result; exit with the program's code."""
     from sandq.broker.client import Client, ResultTimeout  # noqa: PLC0415
@@ -90,6 +96,9 @@ def run(
     for field, limit in (("mem_requested", mem_limit), ("cpu_requested", cpu_limit)):
         default = ExecutionRequest.model_fields[field].default
         raw[field] = _smaller(default, limit)
+    if dry_run:
+        _dry_run(raw, backend or Settings().backend)
+        return
     client = Client.from_env()
     try:
         handle = client.submit(raw)
@@ -101,6 +110,26 @@ def run(
         client.close()
     _print_result(result, as_json)
     raise typer.Exit(exit_code_for(result))
+
+
+def _dry_run(raw: dict[str, Any], backend: str) -> None:
+    """Print the ConfigMap and Job a kubernetes run would create, as YAML, without a cluster."""
+    if backend != "kubernetes":
+        err.print("[red]--dry-run needs --backend kubernetes[/red]")
+        raise typer.Exit(2)
+    import uuid  # noqa: PLC0415
+
+    from sandq.worker.kubernetes import dry_run_yaml  # noqa: PLC0415
+
+    typer.echo(dry_run_yaml(ExecutionRequest.model_validate(raw), Settings(), uuid.uuid4().hex), nl=False)
+
+
+@app.command()
+def janitor() -> None:
+    """Delete sandq Jobs (and so their ConfigMaps) left past their deadline by crashed workers."""
+    from sandq.worker.kubernetes import run_janitor  # noqa: PLC0415
+
+    typer.echo(f"deleted {run_janitor(Settings())} Job(s)")
 
 
 def _smaller(default: object, limit: str) -> str:
@@ -124,6 +153,96 @@ def _print_result(result: ExecutionResult, as_json: bool) -> None:
         err.print(f"[cyan]output file[/cyan] {f.name} ({len(f.content)} bytes, {f.mime_type})")
     if result.status not in (Status.SUCCEEDED, Status.FAILED) or result.error:
         err.print(f"[bold]{result.status.value}[/bold]: {result.error or ''}")
+
+
+@app.command()
+def batch(
+    input_file: Annotated[Path, typer.Argument(help="JSONL file: one request (JSON object) per line.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="JSONL file of results, one per line.")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant of every line (else each line's own).")] = None,
+    priority: Annotated[str, typer.Option(help="batch, or interactive.")] = "batch",
+    wait: Annotated[float | None, typer.Option(help="Seconds to wait for all results.")] = None,
+) -> None:
+    """Run every line of a JSONL file; rerun the same command to resume after an interruption."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from sandq.broker import batch_file  # noqa: PLC0415
+    from sandq.broker.batch import ready_results  # noqa: PLC0415
+    from sandq.broker.client import Client  # noqa: PLC0415
+
+    if priority not in ("batch", "interactive"):
+        raise typer.BadParameter("priority must be batch or interactive")
+    lines = batch_file.read_lines(input_file, tenant)
+    done = batch_file.finished_ids(output)
+    todo = [line for line in lines if line.id not in done]
+    number = {line.id: line.number for line in lines}
+    client = Client.from_env()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with output.open("a", encoding="utf-8") as out, Progress(*columns, console=err) as bar:
+            task = bar.add_task("executions", total=len(lines), completed=len(lines) - len(todo))
+
+            def write(result: ExecutionResult) -> None:
+                out.write(batch_file.result_line(number[result.id], result) + "\n")
+                out.flush()
+                bar.advance(task)
+
+            for line in todo:
+                if line.request is None:
+                    write(batch_file.invalid_line_result(line))
+            valid = [line for line in todo if line.request is not None]
+            finished = ready_results(client, [line.id for line in valid])
+            for result in finished.values():
+                write(result)
+            rest = [line for line in valid if line.id not in finished]
+            running = client.submit_batch(
+                [line.request or {} for line in rest], ids=[line.id for line in rest], priority=priority  # type: ignore[arg-type]
+            )
+            for result in running.as_completed(timeout=wait):
+                write(result)
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted; run the same command again to resume into {output}[/yellow]")
+        raise typer.Exit(130) from None
+    finally:
+        client.close()
+    counts = batch_file.sort_output(output)
+    table = Table("status", "executions", title=f"{sum(counts.values())} results in {output}")
+    for status, count in sorted(counts.items()):
+        table.add_row(status, str(count))
+    err.print(table)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show queue depth by queue and tenant, executions in flight by tenant, and workers."""
+    from rich.table import Table  # noqa: PLC0415
+
+    from sandq.broker.client import Client  # noqa: PLC0415
+    from sandq.broker.introspection import snapshot  # noqa: PLC0415
+
+    client = Client.from_env()
+    try:
+        state = snapshot(client)
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(state.model_dump_json())
+        return
+    tenants = Table("tenant", "queue", "messages", "queued", "in flight", title="tenants")
+    for row in state.tenants:
+        tenants.add_row(row.tenant, row.queue, str(row.messages), str(row.queued), str(row.in_flight))
+    console = Console()
+    console.print(tenants)
+    console.print(
+        f"queued {state.queued}, in flight {state.in_flight}, reserved by workers {state.reserved_by_workers}"
+    )
+    workers = Table("worker", "running", title="workers")
+    for name, running in sorted(state.workers.items()):
+        workers.add_row(name, str(running))
+    console.print(workers)
 
 
 @app.command()

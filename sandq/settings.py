@@ -88,8 +88,13 @@ class Settings(BaseSettings):
         default="/usr/bin/python3", description="Interpreter inside the local sandbox."
     )
     warm_pool_size: int = Field(
-        default=2, ge=0, le=64,
+        default=2,
+        ge=0,
+        le=64,
         description="Sandboxes of the default shape kept booted per worker process (0: always cold).",
+    )
+    sweep_interval_seconds: float = Field(
+        default=30, gt=0, description="How often each worker process removes sandboxes of dead workers."
     )
     nproc_limit: int = Field(default=256, ge=8, description="RLIMIT_NPROC inside a sandbox.")
     kill_grace_seconds: float = Field(

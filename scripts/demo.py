@@ -92,6 +92,16 @@ def main() -> None:
                 target = Path(tempfile.gettempdir()) / f"sandq-demo-{f.name}"
                 target.write_bytes(f.content)
                 print(f"output file: {f.name} ({len(f.content)} bytes, {f.mime_type}) saved to {target}")
+        print("\n=== an ADK agent (scripted model offline, Gemini with GOOGLE_API_KEY) ===")
+        run_adk_example(url)
+
+
+def run_adk_example(redis_url: str) -> None:
+    """The ADK example, through the same queue and worker."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import adk_agent  # noqa: PLC0415 (an example script, not a package)
+
+    adk_agent.main(redis_url)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ def make_backend(settings: Settings) -> Backend:
         from sandq.worker.kubernetes.backend import KubernetesBackend  # noqa: PLC0415 (optional)
 
         return KubernetesBackend(settings)
+    if settings.backend == "simulated":
+        from sandq.worker.simulated import SimulatedLatencyBackend  # noqa: PLC0415 (benchmarks only)
+
+        return SimulatedLatencyBackend(settings)
     from sandq.worker.gvisor import GVisorBackend  # noqa: PLC0415
 
     return GVisorBackend(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from sandq.contract import ExecutionRequest, Status
 from sandq.sandbox_files import job_document
@@ -12,6 +13,7 @@ from sandq.settings import Settings
 from sandq.worker.backend import Backend, InfrastructureFault, SandboxReport, now, parse_frame
 from sandq.worker.local_sandbox import Capture, LocalSandbox, sweep_orphans
 from sandq.worker.oci_bundle import Shape
+from sandq.worker.periodic import Periodic
 from sandq.worker.warm_pool import WarmPool
 
 log = logging.getLogger(__name__)
@@ -32,14 +34,17 @@ class GVisorBackend(Backend):
         settings.runsc_root.mkdir(parents=True, exist_ok=True)
         settings.bundle_dir.mkdir(parents=True, exist_ok=True)
         self.pool: WarmPool | None = None
+        self._sweeper = Periodic("sandq-sweep", settings.sweep_interval_seconds, self.sweep)
+        self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandq-reaper")
         self.warm_starts = 0
         self.cold_starts = 0
 
     def start(self) -> None:
-        """Start the warm pool of default-shape sandboxes (if its size is not 0)."""
+        """Start the warm pool (if its size is not 0) and the periodic sweep of dead workers' sandboxes."""
         if self.settings.warm_pool_size and self.pool is None:
             shape = Shape.of(ExecutionRequest(code="pass"))
             self.pool = WarmPool(self.settings, shape, self.settings.warm_pool_size)
+        self._sweeper.start()
 
     def _frame_cap(self, request: ExecutionRequest) -> int:
         payload = 2 * request.max_output_bytes + self.settings.max_output_files_bytes
@@ -64,6 +69,7 @@ class GVisorBackend(Backend):
         with self._lock:
             self._running[execution_id] = sandbox
         started = now()
+        capture: Capture | None = None
         try:
             # The runner enforces the deadline inside; this backstop also covers boot and teardown.
             deadline = time.monotonic() + request.timeout_seconds + self.settings.kill_grace_seconds
@@ -75,7 +81,10 @@ class GVisorBackend(Backend):
                 self._running.pop(execution_id, None)
                 cancelled = execution_id in self._cancelled
                 self._cancelled.discard(execution_id)
-            sandbox.remove()
+            if capture is not None and capture.code is None:
+                self._reaper.submit(sandbox.remove)  # reported and exiting: tear down off the hot path
+            else:
+                sandbox.remove()
         if cancelled:
             report = SandboxReport(status=Status.CANCELLED, error="cancelled while running")
         else:
@@ -100,9 +109,11 @@ class GVisorBackend(Backend):
             log.info("removed leftover sandbox %s", name)
 
     def close(self) -> None:
-        """Drain the warm pool."""
+        """Drain the warm pool and finish every pending teardown."""
+        self._sweeper.stop()
         if self.pool is not None:
             self.pool.close()
+        self._reaper.shutdown(wait=True)
 
 
 def _classify_without_frame(capture: Capture) -> SandboxReport:

@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from sandq.sandbox_runner import READY, capture_streams
+from sandq.sandbox_runner import FRAME_END, READY, capture_streams
 from sandq.settings import Settings
 from sandq.worker.oci_bundle import Shape, write_bundle
 
@@ -24,7 +24,7 @@ RUNSC_STDERR_CAP = 64 * 1024
 class Capture:
     """What came out of a sandbox: the runner's stdout, runsc's stderr, why reading stopped, the exit code."""
 
-    def __init__(self, out: bytes, err: bytes, stop: str | None, code: int) -> None:
+    def __init__(self, out: bytes, err: bytes, stop: str | None, code: int | None) -> None:
         self.out, self.err, self.stop, self.code = out, err, stop, code
 
 
@@ -60,20 +60,26 @@ class LocalSandbox:
         return self.proc.poll() is None
 
     def execute(self, job: bytes, deadline: float, frame_cap: int) -> Capture:
-        """Hand the job over and read the report, killing the sandbox at the deadline or the cap."""
+        """Hand the job over and read the report, killing the sandbox at the deadline or the cap.
+
+        Returns as soon as the report is complete; the sandbox may still be
+        tearing down (``remove`` waits for it). Without a report, waits for
+        the exit code, which tells what happened.
+        """
         assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
         threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
-        with self.proc.stdout, self.proc.stderr:
-            out, err, _, _, stop = capture_streams(
-                self.proc.stdout.fileno(),
-                self.proc.stderr.fileno(),
-                (frame_cap, RUNSC_STDERR_CAP),
-                deadline,
-                lambda: self.proc.poll() is not None,
-            )
-            if stop is not None:
-                self.kill()
-            code = self.proc.wait()
+        out, err, _, _, stop = capture_streams(
+            self.proc.stdout.fileno(),
+            self.proc.stderr.fileno(),
+            (frame_cap, RUNSC_STDERR_CAP),
+            deadline,
+            lambda: self.proc.poll() is not None,
+            FRAME_END.encode(),
+        )
+        if stop is not None:
+            self.kill()
+        complete = out.endswith(FRAME_END.encode())
+        code = self.proc.poll() if complete else self.proc.wait()
         if not self._ready and err.startswith(READY):
             err = err[len(READY) :]
         return Capture(out, err, stop, code)
@@ -145,12 +151,14 @@ def sweep_orphans(settings: Settings) -> list[str]:
 
 
 def _owner_alive(owner_file: Path) -> bool:
+    """True if the process that started the sandbox still runs (a zombie counts as gone)."""
     try:
         pid = int(owner_file.read_text())
-        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return False
-    return True
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
 
 
 def monotonic_deadline(seconds: float) -> float:

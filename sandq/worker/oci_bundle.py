@@ -15,7 +15,8 @@ from sandq.settings import Settings
 
 SANDBOX_UID = 65534
 CPU_PERIOD_US = 100_000
-_HOST_READONLY = ("/usr", "/bin", "/lib", "/lib64", "/etc/alternatives")
+# System files, read-only; the /etc entries let matplotlib and fontconfig find their configuration.
+_HOST_READONLY = ("/usr", "/bin", "/lib", "/lib64", "/etc/alternatives", "/etc/matplotlibrc", "/etc/fonts")
 _ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"]
 
 

@@ -90,7 +90,7 @@ def _retry_delay(retries: int) -> float:
     return float(min(2 ** (retries + 1), 30))
 
 
-@celery_app.task(name=EXECUTE_TASK, bind=True)
+@celery_app.task(name=EXECUTE_TASK, bind=True, max_retries=None)  # the task counts its own retries
 def execute_task(self: Task[Any, Any], payload: dict[str, Any], cap_waits: int = 0) -> dict[str, Any]:
     """Run one submission; always return an ``ExecutionResult`` as JSON.
 
@@ -112,7 +112,7 @@ def execute_task(self: Task[Any, Any], payload: dict[str, Any], cap_waits: int =
         priority = priority_of((self.request.delivery_info or {}).get("priority"))
         if gates.in_flight.acquire(submission.id, tenant, priority) is not Verdict.ACQUIRED:
             raise self.retry(
-                countdown=settings.cap_retry_seconds, max_retries=None, kwargs={"cap_waits": cap_waits + 1}
+                countdown=settings.cap_retry_seconds, kwargs={"cap_waits": cap_waits + 1}
             )
         with gates.in_flight.held(submission.id, tenant):
             return _run(self, submission, settings, int(self.request.retries) - cap_waits)
@@ -126,7 +126,7 @@ def _run(self: Task[Any, Any], submission: Submission, settings: Settings, retri
     except InfrastructureFault as fault:
         if retries < settings.max_retries:
             log.warning("infrastructure fault on %s, retrying: %s", submission.id, fault)
-            raise self.retry(exc=fault, countdown=_retry_delay(retries), max_retries=None) from fault
+            raise self.retry(exc=fault, countdown=_retry_delay(retries)) from fault
         result = infrastructure_error(submission, backend, attempt, fault)
     except Exception as error:  # a bug must not take the worker down or lose the result
         log.exception("execution %s failed inside the worker", submission.id)

@@ -1,0 +1,70 @@
+"""What the queues hold right now: depth by queue and tenant, in flight by tenant, workers."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from sandq.broker.keys import Keys
+from sandq.broker.routing import queue_for, tenant_queues
+
+if TYPE_CHECKING:
+    from sandq.broker.client import Client
+
+
+class TenantStatus(BaseModel):
+    """One tenant: its queue, the messages in it, and its admitted and running executions."""
+
+    tenant: str
+    queue: str
+    messages: int
+    queued: int
+    in_flight: int
+
+
+class QueueStatus(BaseModel):
+    """A snapshot of the whole deployment."""
+
+    queued: int
+    in_flight: int
+    reserved_by_workers: int
+    tenants: list[TenantStatus]
+    workers: dict[str, int]
+
+
+def snapshot(client: Client, worker_timeout: float = 1.0) -> QueueStatus:
+    """Read the queues, the admission and in-flight sets, and ask the workers what they run."""
+    keys = Keys(client.settings.queue)
+    now = time.time()
+    redis = client.redis
+    members = redis.smembers(keys.tenants)
+    tenants = sorted({t.decode() if isinstance(t, bytes) else t for t in members} | {"default"})
+    rows = []
+    with client.app.connection_for_read() as connection:
+        channel: Any = connection.default_channel
+        depth = {
+            q: int(channel.queue_declare(queue=q, passive=True).message_count)
+            for q in tenant_queues(client.settings, tenants)
+        }
+        reserved = int(channel.client.hlen(channel.unacked_key))
+    for tenant in tenants:
+        queue = queue_for(client.settings, tenant)
+        rows.append(
+            TenantStatus(
+                tenant=tenant,
+                queue=queue,
+                messages=depth.get(queue, 0),
+                queued=int(redis.zcount(keys.queued_for(tenant), now, "+inf")),
+                in_flight=int(redis.zcount(keys.in_flight_for(tenant), now, "+inf")),
+            )
+        )
+    active = client.app.control.inspect(timeout=worker_timeout).active() or {}
+    return QueueStatus(
+        queued=int(redis.zcount(keys.queued, now, "+inf")),
+        in_flight=int(redis.zcount(keys.in_flight, now, "+inf")),
+        reserved_by_workers=reserved,
+        tenants=rows,
+        workers={name: len(tasks) for name, tasks in active.items()},
+    )

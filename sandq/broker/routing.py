@@ -1,0 +1,34 @@
+"""Where a submission goes: one queue per tenant, and a message priority per kind of work.
+
+Workers round-robin over the tenant queues (fairness between tenants); kombu's Redis
+transport pops priority 0 from every queue before priority 9 (interactive before batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from sandq.settings import Settings
+
+Priority = Literal["interactive", "batch"]
+
+PRIORITY_VALUES: dict[Priority, int] = {"interactive": 0, "batch": 9}
+"""Celery message priority of each kind (with Redis, 0 is served first)."""
+
+DEFAULT_TENANT = "default"
+
+
+def queue_for(settings: Settings, tenant: str) -> str:
+    """The queue of ``tenant``: the base queue for the default tenant, else ``<queue>.<tenant>``."""
+    return settings.queue if tenant == DEFAULT_TENANT else f"{settings.queue}.{tenant}"
+
+
+def tenant_queues(settings: Settings, tenants: Iterable[str]) -> list[str]:
+    """The queues of ``tenants`` and the base queue, sorted, without duplicates."""
+    return sorted({settings.queue, *(queue_for(settings, t) for t in tenants)})
+
+
+def priority_of(value: int | None) -> Priority:
+    """The kind of work a message priority stands for (none means interactive)."""
+    return "batch" if value is not None and value >= PRIORITY_VALUES["batch"] else "interactive"

@@ -1,0 +1,13 @@
+"""The Lua scripts kept next to this module, registered on a Redis client."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import redis
+from redis.commands.core import Script
+
+
+def load_script(client: redis.Redis, name: str) -> Script:
+    """Register ``sandq/broker/<name>.lua`` on ``client`` (EVALSHA, loaded on first use)."""
+    return client.register_script(files("sandq.broker").joinpath(f"{name}.lua").read_text("utf-8"))

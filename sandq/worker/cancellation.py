@@ -1,0 +1,102 @@
+"""Cancellation on the worker side: a marker checked before running, a listener while running.
+
+``Client.cancel`` sets a marker and announces the id on a pub/sub channel. A queued execution
+sees the marker and never starts; a running one is killed through ``Backend.cancel`` by the
+listener thread of the worker process that runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from sandq.broker.keys import Keys
+from sandq.contract import ExecutionResult, Status, Submission
+from sandq.settings import Settings
+from sandq.worker.backend import Backend, now
+
+log = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.1
+
+
+def cancelled_before_start(submission: Submission, tenant: str) -> ExecutionResult:
+    """The result of an execution cancelled while it was queued."""
+    return ExecutionResult(
+        id=submission.id,
+        status=Status.CANCELLED,
+        attempts=0,
+        tenant=tenant,
+        enqueued_at=submission.enqueued_at,
+        finished_at=now(),
+        error="cancelled before it started",
+    )
+
+
+class CancelListener:
+    """Per worker process: kills the sandboxes of running executions that get cancelled."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, backend: Backend) -> None:
+        self.redis = client
+        self.backend = backend
+        self.keys = Keys(settings.queue)
+        self._running: set[str] = set()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def is_cancelled(self, execution_id: str) -> bool:
+        """True if ``execution_id`` has been cancelled."""
+        return bool(self.redis.exists(self.keys.cancel_marker(execution_id)))
+
+    @contextmanager
+    def running(self, execution_id: str) -> Iterator[None]:
+        """Listen for the cancellation of ``execution_id`` while the body runs.
+
+        Enter before checking ``is_cancelled``, so that no cancellation falls in between.
+        """
+        with self._lock:
+            self._running.add(execution_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._listen, name="sandq-cancel", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.discard(execution_id)
+                self._pending.discard(execution_id)
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub.subscribe(self.keys.cancel_channel)
+                while True:
+                    message = pubsub.get_message(timeout=_POLL_SECONDS)
+                    if message is not None:
+                        self._mark(message["data"].decode())
+                    self._kill_pending()
+            except redis.RedisError as error:
+                log.warning("cancel listener lost Redis, reconnecting: %s", error)
+                time.sleep(1.0)
+
+    def _mark(self, execution_id: str) -> None:
+        with self._lock:
+            if execution_id in self._running:
+                self._pending.add(execution_id)
+
+    def _kill_pending(self) -> None:
+        """Cancel pending ids; the backend may not have started the sandbox yet, so retry."""
+        with self._lock:
+            pending = list(self._pending)
+        for execution_id in pending:
+            if self.backend.cancel(execution_id):
+                log.info("cancelled running execution %s", execution_id)
+                with self._lock:
+                    self._pending.discard(execution_id)

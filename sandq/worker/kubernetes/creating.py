@@ -1,0 +1,87 @@
+"""Launching one execution: create the Job, then its ConfigMap owned by it (two writes, no patch)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from sandq.contract import ExecutionRequest
+from sandq.worker.backend import InfrastructureFault
+from sandq.worker.kubernetes.api_client import KubeApi
+from sandq.worker.kubernetes.deleting import delete_job
+from sandq.worker.kubernetes.manifests import (
+    EXECUTION_ID_ANNOTATION,
+    configmap_manifest,
+    job_manifest,
+    object_name,
+)
+
+log = logging.getLogger(__name__)
+
+CONFLICT = 409
+
+
+class LaunchRejected(Exception):
+    """The cluster refused the manifests for a reason retrying cannot fix (e.g. 422, 403)."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    """The Job of one execution: its name, uid, and whether this call created it."""
+
+    name: str
+    uid: str
+    created: bool
+
+
+def _uid(obj: Any) -> str:
+    uid = obj["metadata"]["uid"] if isinstance(obj, dict) else obj.metadata.uid
+    if not uid:
+        raise InfrastructureFault("the API server returned a Job without a uid")
+    return str(uid)
+
+
+def _create_job(api: KubeApi, request: ExecutionRequest, execution_id: str) -> Launched:
+    namespace = api.settings.namespace
+    name = object_name(execution_id)
+    body = job_manifest(request, api.settings, execution_id)
+    try:
+        job = api.call("create Job", api.batch.create_namespaced_job, namespace, body)
+        return Launched(name, _uid(job), created=True)
+    except ApiException as error:
+        if error.status != CONFLICT:
+            raise LaunchRejected(f"Job rejected: HTTP {error.status} {error.reason}") from error
+    # Redelivered (or a retried create that had succeeded): attach to the existing Job.
+    job = api.call("get Job", api.batch.read_namespaced_job, name, namespace)
+    annotations = job.metadata.annotations or {}
+    if annotations.get(EXECUTION_ID_ANNOTATION) != execution_id:
+        raise LaunchRejected(f"Job {name} exists but belongs to another execution")
+    log.info("attaching to existing Job %s", name)
+    return Launched(name, _uid(job), created=False)
+
+
+def _create_configmap(api: KubeApi, request: ExecutionRequest, execution_id: str, job_uid: str) -> None:
+    body = configmap_manifest(request, api.settings, execution_id, job_uid)
+    try:
+        api.call("create ConfigMap", api.core.create_namespaced_config_map, api.settings.namespace, body)
+    except ApiException as error:
+        if error.status != CONFLICT:  # 409: already there (redelivery, or a retried create)
+            raise LaunchRejected(f"ConfigMap rejected: HTTP {error.status} {error.reason}") from error
+
+
+def launch(api: KubeApi, request: ExecutionRequest, execution_id: str) -> Launched:
+    """Create the Job (or attach to it on redelivery), then the ConfigMap owned by it.
+
+    The pod waits in ContainerCreating until the ConfigMap exists. If the
+    ConfigMap cannot be created the Job is deleted again, so nothing leaks.
+    """
+    launched = _create_job(api, request, execution_id)
+    try:
+        _create_configmap(api, request, execution_id, launched.uid)
+    except (InfrastructureFault, LaunchRejected):
+        delete_job(api, launched.name)
+        raise
+    return launched

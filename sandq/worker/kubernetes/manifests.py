@@ -1,0 +1,210 @@
+"""Pure functions from a request and the settings to the ConfigMap and Job of one execution."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+from typing import Any
+
+from sandq.contract import ExecutionRequest
+from sandq.sandbox_files import MOUNT_DIR, runner_command, sandbox_files
+from sandq.settings import Settings
+
+Manifest = dict[str, Any]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "sandq"
+SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+EXECUTION_LABEL = "sandq.dev/execution"
+TENANT_LABEL = "sandq.dev/tenant"
+EXECUTION_ID_ANNOTATION = "sandq.dev/execution-id"
+CONTAINER = "runner"
+POD_PYTHON = "python3"
+NAME_PREFIX = "sq-"
+FILES_VOLUME = "sandq-files"
+TMP_VOLUME = "tmp"
+
+_SAFE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,58}[a-z0-9])?$")
+_NAME_MAX = 63
+
+
+def object_name(execution_id: str) -> str:
+    """The deterministic name of the Job and ConfigMap of one execution.
+
+    A DNS label of at most 63 characters (the Job controller copies it into a
+    label): ``sq-<id>`` when the id is already safe, else ``sq-<sha256 prefix>``.
+    """
+    lowered = execution_id.lower()
+    if _SAFE_ID.match(lowered) and len(NAME_PREFIX) + len(lowered) <= _NAME_MAX and lowered == execution_id:
+        return NAME_PREFIX + lowered
+    return NAME_PREFIX + hashlib.sha256(execution_id.encode()).hexdigest()[:40]
+
+
+def labels(request: ExecutionRequest, execution_id: str) -> dict[str, str]:
+    """Labels on the Job, its pods and its ConfigMap."""
+    return {
+        MANAGED_BY: MANAGED_BY_VALUE,
+        EXECUTION_LABEL: object_name(execution_id)[len(NAME_PREFIX) :],
+        TENANT_LABEL: request.tenant,
+    }
+
+
+def _metadata(request: ExecutionRequest, settings: Settings, execution_id: str) -> Manifest:
+    return {
+        "name": object_name(execution_id),
+        "namespace": settings.namespace,
+        "labels": labels(request, execution_id),
+        "annotations": {EXECUTION_ID_ANNOTATION: execution_id},
+    }
+
+
+def owner_reference(job_name: str, job_uid: str) -> Manifest:
+    """An ownerReference to the Job, so the ConfigMap is garbage-collected with it.
+
+    ``blockOwnerDeletion`` stays unset: setting it would need update rights on
+    ``jobs/finalizers``.
+    """
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}
+
+
+def configmap_manifest(
+    request: ExecutionRequest, settings: Settings, execution_id: str, job_uid: str
+) -> Manifest:
+    """The ConfigMap with the sandbox files (code, runner, spec, inputs), owned by the Job."""
+    text: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for key, content in sandbox_files(request, settings).items():
+        try:
+            text[key] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            binary[key] = base64.b64encode(content).decode("ascii")
+    metadata = _metadata(request, settings, execution_id)
+    metadata["ownerReferences"] = [owner_reference(object_name(execution_id), job_uid)]
+    manifest: Manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "immutable": True,
+        "data": text,
+    }
+    if binary:
+        manifest["binaryData"] = binary
+    return manifest
+
+
+def active_deadline_seconds(request: ExecutionRequest, settings: Settings) -> int:
+    """The Job's hard deadline: the timeout, plus the kill grace so the runner reports first."""
+    return request.timeout_seconds + math.ceil(settings.kill_grace_seconds)
+
+
+def _security_context(settings: Settings) -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.sandbox_uid,
+        "runAsGroup": settings.sandbox_uid,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container(request: ExecutionRequest, settings: Settings) -> Manifest:
+    storage = settings.ephemeral_storage_limit
+    return {
+        "name": CONTAINER,
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": runner_command(POD_PYTHON),
+        "workingDir": "/tmp",
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            {"name": "LANG", "value": "C.UTF-8"},
+        ],
+        "resources": {
+            "requests": {
+                "cpu": request.cpu_requested,
+                "memory": request.mem_requested,
+                "ephemeral-storage": storage,
+            },
+            "limits": {"cpu": request.cpu_limit, "memory": request.mem_limit, "ephemeral-storage": storage},
+        },
+        "securityContext": _security_context(settings),
+        "volumeMounts": [
+            {"name": FILES_VOLUME, "mountPath": MOUNT_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        ],
+        "terminationMessagePolicy": "File",
+    }
+
+
+def _pod_spec(request: ExecutionRequest, settings: Settings, execution_id: str) -> Manifest:
+    spec: Manifest = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+        "terminationGracePeriodSeconds": 0,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.sandbox_uid,
+            "runAsGroup": settings.sandbox_uid,
+            "fsGroup": settings.sandbox_uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(request, settings)],
+        "volumes": [
+            {
+                "name": FILES_VOLUME,
+                "configMap": {"name": object_name(execution_id), "defaultMode": 0o444},
+            },
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": settings.tmp_size}},
+        ],
+    }
+    if settings.runtime_class:
+        spec["runtimeClassName"] = settings.runtime_class
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    return spec
+
+
+def job_manifest(request: ExecutionRequest, settings: Settings, execution_id: str) -> Manifest:
+    """The Job: one try, a hard deadline, disruptions not held against the user."""
+    metadata = _metadata(request, settings, execution_id)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "activeDeadlineSeconds": active_deadline_seconds(request, settings),
+            "backoffLimit": 0,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]},
+                    },
+                ]
+            },
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {
+                "metadata": {
+                    "labels": dict(metadata["labels"]),
+                    "annotations": dict(metadata["annotations"]),
+                },
+                "spec": _pod_spec(request, settings, execution_id),
+            },
+        },
+    }

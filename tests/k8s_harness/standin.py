@@ -1,0 +1,321 @@
+"""An API server stand-in: kmock's emulator plus what it lacks, served from a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import threading
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import enums, rendering
+
+T = TypeVar("T")
+
+JOBS = kmock.resource("batch", "v1", "jobs")
+PODS = kmock.resource("", "v1", "pods")
+CONFIGMAPS = kmock.resource("", "v1", "configmaps")
+
+_VERBS = {
+    enums.action.LIST: "list",
+    enums.action.WATCH: "watch",
+    enums.action.FETCH: "get",
+    enums.action.CREATE: "create",
+    enums.action.UPDATE: "patch",
+    enums.action.DELETE: "delete",
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API request as RBAC sees it."""
+
+    group: str
+    resource: str
+    verb: str
+    name: str | None
+    status: int = 0
+
+    @property
+    def permission(self) -> tuple[str, str, str]:
+        return (self.group, self.resource, self.verb)
+
+
+@dataclass
+class FaultRule:
+    """Answer matching requests with a fault instead of serving them (state is not changed).
+
+    kind: ``status`` (HTTP error ``status``, optional Retry-After), ``abort``
+    (connection closed without an answer), ``lost`` (served, then the connection
+    closed: the client never learns it succeeded), ``drop`` (a watch that ends at
+    once), ``gone`` (a watch answering with a 410 ERROR event).
+    """
+
+    verb: str
+    resource: str
+    kind: str = "status"
+    status: int = 500
+    times: int = 1
+    retry_after: str | None = None
+    message: str = "injected fault"
+    name: Callable[[str | None], bool] = lambda _: True
+    hits: int = 0
+
+    def matches(self, call: Call) -> bool:
+        return (
+            self.hits < self.times and self.verb == call.verb and self.resource == call.resource
+            and self.name(call.name)
+        )
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@attrs.define(kw_only=True)
+class StandIn(kmock.KubernetesEmulator):
+    """KubernetesEmulator plus uids, resourceVersions, GC, logs, counting and faults."""
+
+    calls: list[Call] = attrs.field(factory=list)
+    faults: list[FaultRule] = attrs.field(factory=list)
+    logs: dict[tuple[str, str], bytes] = attrs.field(factory=dict)
+    hooks: list[Callable[[str, str, str, dict[str, Any]], None]] = attrs.field(factory=list)
+    rv: int = 0
+
+    # -- direct state changes (for the controllers) ---------------------------------
+
+    def _next_rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def get(self, res: Any, ns: str, name: str) -> dict[str, Any] | None:
+        key = (res, ns, name)
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        return dict(self._objects[key].raw)
+
+    def items(self, res: Any) -> list[dict[str, Any]]:
+        out = []
+        for (r, _ns, _name), obj in self._objects.items():
+            if r == res and not obj.deleted:
+                out.append(obj.raw)
+        return out
+
+    async def put(self, res: Any, ns: str, obj: dict[str, Any]) -> None:
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        meta["namespace"] = ns
+        meta["resourceVersion"] = self._next_rv()
+        async with self._lock:
+            key = (res, ns, meta["name"])
+            if key in self._objects:
+                self._objects[key].create(obj)
+            else:
+                self._objects[key] = obj
+            await self._buses[res].put({"type": "ADDED", "object": self._objects[key].raw})
+
+    async def patch(self, res: Any, ns: str, name: str, changes: dict[str, Any]) -> bool:
+        async with self._lock:
+            key = (res, ns, name)
+            if key not in self._objects or self._objects[key].deleted:
+                return False
+            meta = {**changes.get("metadata", {}), "resourceVersion": self._next_rv()}
+            changes = {**changes, "metadata": meta}
+            self._objects[key].patch(changes)
+            await self._buses[res].put({"type": "MODIFIED", "object": self._objects[key].raw})
+            return True
+
+    async def remove(self, res: Any, ns: str, name: str) -> bool:
+        async with self._lock:
+            key = (res, ns, name)
+            if key not in self._objects or self._objects[key].deleted:
+                return False
+            raw = self._objects[key].raw
+            self._objects[key].delete()
+            await self._buses[res].put({"type": "DELETED", "object": raw})
+            return True
+
+    async def collect_garbage(self, ns: str, owner_uid: str) -> None:
+        """Delete what ``owner_uid`` owned (the garbage collector, background propagation)."""
+        for res in (PODS, CONFIGMAPS):
+            for obj in self.items(res):
+                refs = obj.get("metadata", {}).get("ownerReferences") or []
+                if any(r.get("uid") == owner_uid for r in refs):
+                    await self.remove(res, obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    def owner_exists(self, obj: dict[str, Any]) -> bool:
+        ns = obj["metadata"]["namespace"]
+        for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+            if ref.get("kind") == "Job":
+                job = self.get(JOBS, ns, ref["name"])
+                if job is None or job["metadata"]["uid"] != ref.get("uid"):
+                    return False
+        return True
+
+    # -- the request path -------------------------------------------------------------
+
+    @staticmethod
+    def _call(request: rendering.Request) -> Call | None:
+        if request.resource is None or request.action is None:
+            return None
+        resource = str(request.resource.plural)
+        if request.subresource:
+            resource += "/" + request.subresource
+        name = request.name
+        if name is None and request.action == enums.action.CREATE and isinstance(request.data, dict):
+            name = (request.data.get("metadata") or {}).get("name")
+        return Call(str(request.resource.group), resource, _VERBS[request.action], name)
+
+    async def _fault(self, request: rendering.Request, rule: FaultRule) -> aiohttp.web.StreamResponse:
+        raw = request._raw_request
+        assert raw is not None
+        if rule.kind == "abort":
+            if raw.transport is not None:
+                raw.transport.abort()
+            return aiohttp.web.Response(status=500)
+        if rule.kind in ("drop", "gone"):
+            resp = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            await resp.prepare(raw)
+            if rule.kind == "gone":
+                event = {"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                    "reason": "Expired", "message": "too old resource version"}}
+                await resp.write(json.dumps(event).encode() + b"\n")
+            await resp.write_eof()
+            return resp
+        headers = {"Retry-After": rule.retry_after} if rule.retry_after else {}
+        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "code": rule.status, "reason": "Injected", "message": rule.message}
+        return aiohttp.web.json_response(body, status=rule.status, headers=headers)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        call = self._call(request)
+        if call is None:
+            return await super()._handle(request)
+        for rule in self.faults:
+            if rule.matches(call):
+                rule.hits += 1
+                self.calls.append(Call(call.group, call.resource, call.verb, call.name, rule.status))
+                if rule.kind != "lost":
+                    return await self._fault(request, rule)
+                response = await self._serve_call(request, call)
+                raw = request._raw_request
+                if raw is not None and raw.transport is not None:
+                    raw.transport.abort()  # served, but the answer never arrives
+                return response
+        self.calls.append(call)
+        return await self._serve_call(request, call)
+
+    async def _serve_call(self, request: rendering.Request, call: Call) -> aiohttp.web.StreamResponse:
+        ns = request.namespace or ""
+        if call.resource == "pods/log" and call.verb == "get":
+            return self._serve_log(request, ns)
+        if call.verb == "create" and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta["namespace"] = ns or meta.get("namespace")
+            meta["uid"] = str(uuid.uuid4())
+            meta["resourceVersion"] = self._next_rv()
+            meta["creationTimestamp"] = _now()
+        response = await super()._handle(request)
+        if response.status < 300 and call.verb in ("create", "delete"):
+            name = call.name or (request.data or {}).get("metadata", {}).get("name")
+            obj = self.get(request.resource, ns, name) if call.verb == "create" else None
+            if call.verb == "delete":
+                history = self._objects[(request.resource, ns, name)]
+                obj = dict(history.last.raw)
+            for hook in self.hooks:
+                hook(call.verb, call.resource, ns, obj or {})
+            if call.verb == "delete" and call.resource == "jobs" and obj:
+                asyncio.get_running_loop().create_task(self.collect_garbage(ns, obj["metadata"]["uid"]))
+            if call.verb == "create" and call.resource == "configmaps" and obj and not self.owner_exists(obj):
+                asyncio.get_running_loop().create_task(self.remove(CONFIGMAPS, ns, obj["metadata"]["name"]))
+        return response
+
+    def _serve_log(self, request: rendering.Request, ns: str) -> aiohttp.web.StreamResponse:
+        name = request.name or ""
+        if self.get(PODS, ns, name) is None:
+            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                    "reason": "NotFound", "message": f'pods "{name}" not found'}
+            return aiohttp.web.json_response(body, status=404)
+        data = self.logs.get((ns, name), b"")
+        limit = request.params.get("limitBytes")
+        if limit:
+            data = data[: int(limit)]
+        return aiohttp.web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
+@dataclass
+class RunningStandIn:
+    """A StandIn served on a random local port from its own event loop thread."""
+
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    standin: StandIn | None = None
+    url: str = ""
+    _stop: asyncio.Event | None = None
+    _thread: threading.Thread | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> RunningStandIn:
+        self._thread = threading.Thread(target=self._main, name="standin", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the stand-in did not start")
+        return self
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with StandIn() as standin, kmock.Server(standin) as server:
+            for res in ("v1/pods", "v1/configmaps", "batch/v1/jobs"):
+                standin.resources[res] = {}
+            self.standin = standin
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        """Run ``coro`` on the stand-in's loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        with contextlib.suppress(Exception):
+            self.loop.close()
+
+    @property
+    def api(self) -> StandIn:
+        assert self.standin is not None
+        return self.standin
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig pointing at this stand-in."""
+        doc = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "standin",
+            "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
+            "users": [{"name": "standin", "user": {"token": "standin-token"}}],
+            "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "standin"}}],
+        }
+        path.write_text(json.dumps(doc))
+        return path
+
+    def leftovers(self) -> list[tuple[str, str]]:
+        """(resource, name) of every Job, Pod and ConfigMap still stored."""
+        out = []
+        for res, label in ((JOBS, "jobs"), (PODS, "pods"), (CONFIGMAPS, "configmaps")):
+            out += [(label, o["metadata"]["name"]) for o in self.api.items(res)]
+        return out
