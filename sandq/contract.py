@@ -173,11 +173,9 @@ class Submission(BaseModel):
     request: dict[str, object]
 
 
-class ExecutionResult(BaseModel):
-    """How one execution ended, with everything it printed and wrote."""
+class SandboxReport(BaseModel):
+    """How a sandbox ended and what came out of it: what a backend reports for one run."""
 
-    version: int = CONTRACT_VERSION
-    id: str
     status: Status
     exit_code: int | None = None
     stdout: str = ""
@@ -186,14 +184,21 @@ class ExecutionResult(BaseModel):
     stderr_truncated: bool = False
     output_files: list[File] = Field(default_factory=list)
     output_files_truncated: bool = False
-    attempts: int = 1
-    backend: str = ""
     sandbox_name: str | None = None
-    tenant: str = "default"
-    enqueued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None
+
+
+class ExecutionResult(SandboxReport):
+    """How one execution ended, with everything it printed and wrote."""
+
+    version: int = CONTRACT_VERSION
+    id: str
+    attempts: int = 1
+    backend: str = ""
+    tenant: str = "default"
+    enqueued_at: datetime | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

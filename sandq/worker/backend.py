@@ -8,27 +8,12 @@ from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
-from sandq.contract import ExecutionRequest, File, Status
+from sandq.contract import ExecutionRequest, SandboxReport
 from sandq.sandbox_runner import FRAME_BEGIN, FRAME_END
 
-
-class SandboxReport(BaseModel):
-    """What a backend learnt from one sandbox; the task turns it into a result."""
-
-    status: Status
-    exit_code: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    output_files: list[File] = Field(default_factory=list)
-    output_files_truncated: bool = False
-    sandbox_name: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    error: str | None = None
+__all__ = ["Backend", "InfrastructureFault", "SandboxReport", "now", "parse_frame"]
 
 
 class InfrastructureFault(Exception):
