@@ -22,7 +22,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 venv: $(BIN)/python
-	@$(BIN)/python -c "import sandq, kmock, google.adk" 2>/dev/null || \
+	@$(BIN)/python -c "import sandq, kmock, google.adk, trustme" 2>/dev/null || \
 	  $(BIN)/pip install -q -r requirements.lock -e ".[dev]"
 
 run: install

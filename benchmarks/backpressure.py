@@ -25,14 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 
 from sandq import Client, Settings
-from sandq.broker.batch import Batch, ready_results
+from sandq.broker.batch import ready_results
 from sandq.broker.errors import SubmissionRefused
 from sandq.broker.keys import Keys
 from sandq.broker.routing import Priority
 from tests.conftest import RedisServer, make_settings
 from tests.queue.conftest import SimWorker
 
-RUN_SECONDS = 0.02
+RUN_SECONDS = 0.1
+"""Run time in the fairness and priority runs: 20 slots drain a 2,000 flood in 10 s at best,
+so the in-flight cap, not Celery's overhead, is what the probes queue behind."""
 BURST_RUN_SECONDS = 0.25
 """Longer runs in the burst, so that 2 cores of Celery overhead can keep 20 sandboxes busy."""
 BURST_REQUEST = {"code": "pass", "tenant": "burst", "labels": {"simulated_seconds": str(BURST_RUN_SECONDS)}}
@@ -130,6 +132,7 @@ def burst(settings: Settings, n: int, submitters: int) -> dict[str, object]:
 
 
 def trickle(client: Client, tenant: str, count: int, every: float) -> list[str]:
+    """Submit ``count`` interactive requests of ``tenant``, one every ``every`` seconds."""
     ids = []
     for _ in range(count):
         ids.append(client.submit({"code": "pass", "tenant": tenant}).id)
@@ -142,59 +145,102 @@ def waits(client: Client, ids: list[str]) -> list[float]:
     return [r.queue_seconds for r in results if r.queue_seconds is not None]
 
 
-def in_background(settings: Settings, tenant: str, count: int, priority: Priority) -> Batch:
-    """Submit ``count`` requests from another thread; return once a tenth of them are queued."""
-    client = Client(settings)
+def flood(
+    settings: Settings, tenant: str, count: int, priority: Priority, submitters: int = 8
+) -> tuple[list[threading.Thread], list[str]]:
+    """Submit ``count`` requests of ``tenant`` at once, from ``submitters`` threads.
+
+    Returns once a quarter of them are queued (the threads go on submitting the rest).
+    """
     ids = [uuid.uuid4().hex for _ in range(count)]
-    submitting = threading.Thread(
-        target=client.submit_batch, args=([{"code": "pass", "tenant": tenant}] * count,),
-        kwargs={"ids": ids, "priority": priority},
-    )
-    submitting.start()
+    request = {"code": "pass", "tenant": tenant}
+
+    def submit_all(share: list[str]) -> None:
+        client = Client(settings)
+        for execution_id in share:
+            while True:
+                try:
+                    client.submit(request, execution_id=execution_id, priority=priority)
+                    break
+                except SubmissionRefused as refused:
+                    time.sleep(refused.retry_after)
+        client.close()
+
+    threads = [
+        threading.Thread(target=submit_all, args=(ids[i::submitters],), name=f"flood-{tenant}-{i}")
+        for i in range(submitters)
+    ]
+    for thread in threads:
+        thread.start()
     keys, raw = Keys(settings.queue), redis.Redis.from_url(settings.redis_url)
-    while submitting.is_alive() and raw.zcard(keys.queued_for(tenant)) < count // 10:
+    while any(t.is_alive() for t in threads) and raw.zcard(keys.queued_for(tenant)) < count // 4:
         time.sleep(0.01)
-    return _attach(client, ids)  # the thread goes on submitting the rest
+    raw.close()
+    return threads, ids
 
 
-def _attach(client: Client, ids: list[str]) -> Batch:
-    batch = Batch(client, [], ids=[])
-    batch.ids, batch._submitted = ids, list(ids)  # already submitted by the thread
-    return batch
+def backlog(settings: Settings, client: Client, tenant: str, ids: list[str]) -> dict[str, int]:
+    """How much of a flood is still queued, and how much has finished, right now."""
+    raw = redis.Redis.from_url(settings.redis_url)
+    queued = int(raw.zcard(Keys(settings.queue).queued_for(tenant)))
+    raw.close()
+    return {"queued": queued, "finished": len(ready_results(client, ids))}
 
 
-def fairness_and_priority(settings: Settings, probes: int, flood: int) -> dict[str, object]:
+def drain(client: Client, submitting: list[threading.Thread], ids: list[str]) -> int:
+    """Wait for a flood to be submitted and finished; return how many results are missing."""
+    for thread in submitting:
+        thread.join()
+    return len(ids) - len(wait_all(client, ids, timeout=600))
+
+
+def fairness_and_priority(settings: Settings, probes: int, count: int) -> dict[str, object]:
     """B alone, then B while A floods; interactive alone, then while a batch is queued."""
     client = Client(settings)
     waits(client, trickle(client, "tenant-b", 1, 0))  # the tenant's queue exists before measuring
     alone = waits(client, trickle(client, "tenant-b", probes, 0.1))
-    flood_batch = in_background(settings, "tenant-a", flood, "interactive")
-    contended = waits(client, trickle(client, "tenant-b", probes, 0.1))
-    a_progress = flood_batch.progress()
-    flood_batch.results(timeout=600)
+    submitting, a_ids = flood(settings, "tenant-a", count, "interactive")
+    a_when_b_starts = backlog(settings, client, "tenant-a", a_ids)
+    b_ids = trickle(client, "tenant-b", probes, 0.1)
+    a_when_b_done = backlog(settings, client, "tenant-a", a_ids)
+    contended = waits(client, b_ids)
+    a_missing = drain(client, submitting, a_ids)
+
     waits(client, trickle(client, "bulk", 1, 0))
-    batch = in_background(settings, "bulk", flood, "batch")
-    behind_batch = waits(client, trickle(client, "bulk", probes, 0.05))
-    batch_progress = batch.progress()
-    batch.results(timeout=600)
+    interactive_alone = waits(client, trickle(client, "bulk", probes, 0.05))
+    submitting, batch_ids = flood(settings, "bulk", count, "batch")
+    batch_when_starts = backlog(settings, client, "bulk", batch_ids)
+    probe_ids = trickle(client, "bulk", probes, 0.05)
+    batch_when_done = backlog(settings, client, "bulk", batch_ids)
+    behind_batch = waits(client, probe_ids)
+    batch_missing = drain(client, submitting, batch_ids)
     client.close()
     alone_p50, contended_p50 = statistics.median(alone), statistics.median(contended)
     return {
         "max_in_flight": settings.max_in_flight,
         "fairness": {
-            "tenant_a_burst": flood,
+            "tenant_a_burst": count,
             "tenant_b_probes": probes,
+            "tenant_b_interval_ms": 100,
             "b_p50_wait_alone_ms": ms(alone_p50),
             "b_p50_wait_during_a_burst_ms": ms(contended_p50),
             "b_p99_wait_during_a_burst_ms": ms(percentile(contended, 0.99)),
-            "ratio": round(contended_p50 / alone_p50, 2),
-            "a_done_when_b_finished": a_progress.done,
+            "ratio_p50": round(contended_p50 / alone_p50, 2),
+            "a_queued_when_b_started": a_when_b_starts["queued"],
+            "a_queued_after_b_last_submitted": a_when_b_done["queued"],
+            "a_finished_after_b_last_submitted": a_when_b_done["finished"],
+            "a_lost": a_missing,
         },
         "priority": {
-            "batch_queued": flood,
-            "interactive_p50_wait_ms": ms(statistics.median(behind_batch)),
-            "interactive_p99_wait_ms": ms(percentile(behind_batch, 0.99)),
-            "batch_done_when_interactive_finished": batch_progress.done,
+            "batch_queued": count,
+            "interactive_probes": probes,
+            "interactive_p50_wait_alone_ms": ms(statistics.median(interactive_alone)),
+            "interactive_p50_wait_behind_batch_ms": ms(statistics.median(behind_batch)),
+            "interactive_p99_wait_behind_batch_ms": ms(percentile(behind_batch, 0.99)),
+            "batch_queued_when_interactive_started": batch_when_starts["queued"],
+            "batch_queued_after_interactive_last_submitted": batch_when_done["queued"],
+            "batch_finished_after_interactive_last_submitted": batch_when_done["finished"],
+            "batch_lost": batch_missing,
         },
     }
 
@@ -208,7 +254,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--flood", type=int, default=2000)
     parser.add_argument("--probes", type=int, default=30)
+    parser.add_argument(
+        "--worker-bound",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also measure with no in-flight cap (the worker slots are the bottleneck).",
+    )
     args = parser.parse_args()
+    began = time.monotonic()
     report: dict[str, object] = {
         "run_seconds": RUN_SECONDS,
         "burst_run_seconds": BURST_RUN_SECONDS,
@@ -219,16 +272,24 @@ def main() -> None:
         server = RedisServer(workdir)
         try:
             common = {"backend": "simulated", "simulated_run_seconds": RUN_SECONDS}
+            # The burst meets both caps: queued (refusals) and in flight.
             caps = {"max_in_flight": args.cap, "max_queued": args.max_queued, "max_queued_per_tenant": 10**5}
-            capped = make_settings(server.url, workdir, queue="bench-capped", **caps, **common)
+            capped = make_settings(server.url, workdir, queue="bench-burst", **caps, **common)
             with workers(capped, workdir, args.workers, args.threads):
                 report["burst"] = burst(capped, args.burst, submitters=8)
-                report["capped"] = fairness_and_priority(capped, args.probes, args.flood)
-            free = make_settings(server.url, workdir, queue="bench-free", max_in_flight=1000, **common)
-            with workers(free, workdir, args.workers, args.threads):
-                report["worker_bound"] = fairness_and_priority(free, args.probes, args.flood)
+            # Fairness and priority: the same in-flight cap, room for every flood in the queue.
+            roomy = {"max_in_flight": args.cap, "max_queued": 10**6, "max_queued_per_tenant": 10**6}
+            fair = make_settings(server.url, workdir, queue="bench-fair", **roomy, **common)
+            with workers(fair, workdir, args.workers, args.threads):
+                report["capped"] = fairness_and_priority(fair, args.probes, args.flood)
+            if args.worker_bound:
+                free = {"max_in_flight": 1000, "max_queued": 10**6, "max_queued_per_tenant": 10**6}
+                unbound = make_settings(server.url, workdir, queue="bench-free", **free, **common)
+                with workers(unbound, workdir, args.workers, args.threads):
+                    report["worker_bound"] = fairness_and_priority(unbound, args.probes, args.flood)
         finally:
             server.stop()
+    report["total_seconds"] = round(time.monotonic() - began, 1)
     print(json.dumps(report, indent=2))
 
 

@@ -1,10 +1,11 @@
 """Kubernetes API requests per execution, by verb: sandq vs. ADK's GkeCodeExecutor.
 
-Both run against the same stand-in API server (kmock + the test harness's Job
-controller and runsc kubelet) in the same process, on the same snippet.
-GkeCodeExecutor is ADK's own code, driven through its Job path. Prints JSON.
+All run against the same stand-in API server (kmock + the test harness's Job
+controller and runsc kubelet) in the same process, on the same snippet:
+sandq's single executions (one Job each), a sandq batch as Indexed Jobs, and
+GkeCodeExecutor (ADK's own code, driven through its Job path). Prints JSON.
 
-Usage: python benchmarks/k8s_api.py [--executions N]
+Usage: python benchmarks/k8s_api.py [--executions N] [--batch N]
 """
 
 from __future__ import annotations
@@ -64,6 +65,29 @@ def _sandq(running: Any, kubeconfig: Path, workdir: Path, executions: int) -> di
     return result
 
 
+def _sandq_indexed(running: Any, kubeconfig: Path, workdir: Path, executions: int) -> dict[str, Any]:
+    from sandq.contract import ExecutionRequest, SandboxReport
+    from sandq.worker.kubernetes.backend import KubernetesBackend
+    from tests.k8s.conftest import NAMESPACE, make_settings
+
+    settings = make_settings(kubeconfig, workdir, namespace=NAMESPACE)
+    backend = KubernetesBackend(settings)
+    first = len(running.api.calls)
+    start = time.monotonic()
+    reports: dict[str, SandboxReport] = {}
+    try:
+        items = [(f"batch-{i}", ExecutionRequest(code=CODE)) for i in range(executions)]
+        backend.run_indexed(items, reports.__setitem__)
+    finally:
+        backend.close()
+    calls = running.api.calls[first:]
+    result = _summary(calls, executions, time.monotonic() - start, [r.stdout for r in reports.values()])
+    result["indexed_jobs"] = sum(1 for c in calls if c.verb == "create" and c.resource == "jobs")
+    result["parallelism"] = settings.indexed_parallelism
+    result["per_worker_fixed"] = dict(Counter(f"{c.verb} {c.resource}" for c in calls if c.name is None))
+    return result
+
+
 def _gke(running: Any, kubeconfig: Path, executions: int) -> dict[str, Any]:
     from google.adk.code_executors.gke_code_executor import GkeCodeExecutor
 
@@ -91,6 +115,7 @@ def _gke(running: Any, kubeconfig: Path, executions: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executions", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=100, help="executions of the Indexed Job batch")
     args = parser.parse_args()
     from tests.k8s_harness.cluster import Cluster
     from tests.k8s_harness.standin import RunningStandIn
@@ -102,6 +127,7 @@ def main() -> None:
     try:
         report = {
             "sandq": _sandq(running, kubeconfig, workdir, args.executions),
+            "sandq_indexed_batch": _sandq_indexed(running, kubeconfig, workdir, args.batch),
             "gke_code_executor": _gke(running, kubeconfig, args.executions),
         }
     finally:

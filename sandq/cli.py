@@ -6,7 +6,7 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -41,14 +41,31 @@ def worker(
         int | None, typer.Option(help="Executions at once (default SANDQ_CONCURRENCY).")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
-    pool: Annotated[str, typer.Option(help="Celery pool: prefork, or threads.")] = "prefork",
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Celery pool: prefork, or threads (the default with SANDQ_BACKEND=kubernetes)."),
+    ] = None,
+    log_format: Annotated[
+        Literal["json", "text"], typer.Option(help="json: one object per line, with execution ids.")
+    ] = "json",
 ) -> None:
-    """Start a worker that runs executions from the queue (and from each tenant's queue)."""
-    from sandq.broker.app import celery_app  # noqa: PLC0415 (the worker imports its tasks)
+    """Start a worker that runs executions from the queue (and from each tenant's queue).
+
+    It serves Prometheus metrics on SANDQ_METRICS_PORT (9808; 0 turns them off).
+    """
+    from sandq.logging_setup import use_for_celery_worker  # noqa: PLC0415
+    from sandq.worker.metrics_server import serve_metrics  # noqa: PLC0415
 
     settings = Settings()
+    # Kubernetes executions mostly wait on the shared watch: threads hold hundreds per process.
+    pool = pool or ("threads" if settings.backend == "kubernetes" else "prefork")
+    use_for_celery_worker(log_format, loglevel)
+    serve_metrics(settings)  # before anything imports prometheus_client
+    from sandq.broker.app import celery_app  # noqa: PLC0415 (the worker imports its tasks)
+
     celery_app.worker_main(
         [
+            *(["--quiet"] if log_format == "json" else []),  # no banner among the JSON lines
             "worker",
             f"--loglevel={loglevel}",
             f"--concurrency={concurrency or settings.concurrency}",

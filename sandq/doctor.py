@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from kombu.utils.url import maybe_sanitize_url
 
 from sandq.settings import Settings
 
@@ -24,14 +25,19 @@ class Check:
 
 
 def check_redis(settings: Settings) -> Check:
-    """Redis answers PING at ``SANDQ_REDIS_URL``."""
+    """Redis answers PING at ``SANDQ_REDIS_URL`` (shown with its password masked)."""
+    url = maybe_sanitize_url(settings.redis_url)
     try:
         redis.Redis.from_url(settings.redis_url, socket_timeout=3).ping()
-    except redis.RedisError as error:
+    except redis.AuthenticationError as error:
         return Check(
-            "redis", False, f"{settings.redis_url}: {error}. Start redis-server or set SANDQ_REDIS_URL."
+            "redis",
+            False,
+            f"{url}: authentication failed ({error}). Check the user and password in SANDQ_REDIS_URL.",
         )
-    return Check("redis", True, f"{settings.redis_url} answers")
+    except redis.RedisError as error:
+        return Check("redis", False, f"{url}: {error}. Start redis-server or set SANDQ_REDIS_URL.")
+    return Check("redis", True, f"{url} answers")
 
 
 def check_runsc(settings: Settings) -> Check:

@@ -19,24 +19,28 @@ CODE_FILE = "main.py"
 RUNNER_FILE = "runner.py"
 SPEC_FILE = "spec.json"
 MOUNT_DIR = "/sandq"
+INDEXED_SPEC = f"{MOUNT_DIR}/spec-{sandbox_runner.INDEX_PLACEHOLDER}.json"
+"""The spec argument of an Indexed Job's pods: the runner puts in its ``JOB_COMPLETION_INDEX``."""
 
 _RUNNER_SOURCE = Path(sandbox_runner.__file__).read_bytes()
 
 
-def input_key(index: int) -> str:
+def input_key(index: int, prefix: str = "in") -> str:
     """The flat file name under which input file ``index`` travels."""
-    return f"in-{index}"
+    return f"{prefix}-{index}"
 
 
-def runner_spec(request: ExecutionRequest, settings: Settings) -> dict[str, object]:
-    """The limits the runner enforces inside the sandbox, and where its inputs are."""
+def runner_spec(
+    request: ExecutionRequest, settings: Settings, code: str = CODE_FILE, inputs: str = "in"
+) -> dict[str, object]:
+    """The limits the runner enforces inside the sandbox, and where its code and inputs are."""
     return {
-        "code": CODE_FILE,
+        "code": code,
         "timeout_seconds": request.timeout_seconds,
         "max_output_bytes": request.max_output_bytes,
         "max_output_files": settings.max_output_files,
         "max_output_files_bytes": settings.max_output_files_bytes,
-        "inputs": [{"name": f.name, "key": input_key(i)} for i, f in enumerate(request.input_files)],
+        "inputs": [{"name": f.name, "key": input_key(i, inputs)} for i, f in enumerate(request.input_files)],
     }
 
 
@@ -49,6 +53,18 @@ def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, by
         SPEC_FILE: json.dumps(spec).encode(),
     }
     files.update({input_key(i): f.content for i, f in enumerate(request.input_files)})
+    return files
+
+
+def indexed_files(request: ExecutionRequest, settings: Settings, index: int) -> dict[str, bytes]:
+    """The files of snippet ``index`` of an Indexed Job: ``main-N.py``, ``spec-N.json``, ``in-N-M``.
+
+    The runner itself is shipped once per Job (``RUNNER_FILE``), not per snippet.
+    """
+    code = f"main-{index}.py"
+    spec = runner_spec(request, settings, code=code, inputs=f"in-{index}")
+    files = {code: request.code.encode("utf-8"), f"spec-{index}.json": json.dumps(spec).encode()}
+    files.update({input_key(i, f"in-{index}"): f.content for i, f in enumerate(request.input_files)})
     return files
 
 

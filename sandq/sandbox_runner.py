@@ -7,7 +7,8 @@ trustworthy as the user's code (both run as the same user), so the host
 treats it as a report of that code's own outcome and caps its size.
 
 Usage: ``python3 sandbox_runner.py SPEC.json`` reads the job from files beside
-the spec (a Kubernetes ConfigMap); ``python3 sandbox_runner.py -`` signals
+the spec (a Kubernetes ConfigMap; in an Indexed Job, ``{index}`` in the path
+stands for the pod's ``JOB_COMPLETION_INDEX``); ``python3 sandbox_runner.py -`` signals
 readiness with one byte on stderr, then reads the job as one JSON document
 from stdin (a local sandbox, possibly started ahead of time). Empty stdin
 means the sandbox is no longer wanted: it exits at once.
@@ -64,8 +65,13 @@ def _oom_kills() -> int:
     return -1
 
 
+DRAIN_SECONDS = 1.0
+"""Longest time output is still read once the process being watched has exited."""
+EXIT_POLL_SECONDS = 0.1
+"""How often the reader checks whether the process being watched has exited."""
 READY = b"\x06"
 CODE_NAME = "/sandq/main.py"
+INDEX_PLACEHOLDER = "{index}"
 
 
 class Job:
@@ -116,6 +122,7 @@ def _user_main(source: bytes, out_w: int, err_w: int) -> NoReturn:
     interpreter saves a whole interpreter start-up inside the sandbox.
     """
     os.setsid()
+    _restore_signals()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_w, 1)
@@ -161,6 +168,32 @@ def _user_main(source: bytes, out_w: int, err_w: int) -> NoReturn:
         with contextlib.suppress(Exception):  # the user's code may have closed them
             stream.flush()
     os._exit(exit_code)
+
+
+_SAVED_HANDLERS: dict[int, Any] = {}
+_UNTOUCHED_SIGNALS = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+
+
+def _ignore_signals() -> None:
+    """Make the runner deaf to signals the user's code may send it (all run as one uid).
+
+    A SIGTERM, SIGINT or SIGHUP aimed at the runner (e.g. ``os.kill(os.getppid(), ...)``)
+    would otherwise end the sandbox without a report, which the host must treat as an
+    infrastructure fault and retry. Linux ignores such signals for a PID namespace's
+    init; gVisor does not. SIGKILL and SIGSTOP cannot be ignored.
+    """
+    for sig in signal.valid_signals():
+        if sig in _UNTOUCHED_SIGNALS:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            _SAVED_HANDLERS[sig] = signal.signal(sig, signal.SIG_IGN)
+
+
+def _restore_signals() -> None:
+    """In the user's process: the signal dispositions a fresh interpreter has."""
+    for sig, handler in _SAVED_HANDLERS.items():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _remember_source(source: bytes) -> None:
@@ -229,6 +262,7 @@ def capture_streams(
     limits = {out_fd: caps[0], err_fd: caps[1]}
     truncated = {out_fd: False, err_fd: False}
     stop: str | None = None
+    drain_end: float | None = None
     sel = selectors.DefaultSelector()
     for fd in buffers:
         os.set_blocking(fd, False)
@@ -240,7 +274,15 @@ def capture_streams(
             break
         done = exited()
         if done:
-            remaining = min(remaining, 0.2)  # drain, but do not wait on grandchildren
+            # Drain what is left, but do not wait on grandchildren: an orphan that keeps
+            # writing (e.g. after ``os.setsid``) must not hold the result until the deadline.
+            now = time.monotonic()
+            drain_end = drain_end or now + DRAIN_SECONDS
+            if now >= drain_end:
+                break
+            remaining = min(remaining, 0.2, drain_end - now)
+        else:  # notice the exit even while a grandchild holds the pipes open and silent
+            remaining = min(remaining, EXIT_POLL_SECONDS)
         events = sel.select(timeout=remaining)
         if not events and done:
             break
@@ -305,6 +347,7 @@ def run(job: Job) -> dict[str, Any]:
     _stage_inputs(job.inputs)
     deadline = time.monotonic() + float(spec["timeout_seconds"])
     oom_before = _oom_kills()
+    _ignore_signals()
     child = _Child(job.code)
     cap = int(spec["max_output_bytes"])
     stdout, stderr, out_cut, err_cut, stop = capture_streams(
@@ -337,9 +380,16 @@ def run(job: Job) -> dict[str, Any]:
     }
 
 
+def spec_path(argument: str) -> str:
+    """The spec file named by ``argument``, with an Indexed Job pod's own index put in."""
+    if INDEX_PLACEHOLDER not in argument:
+        return argument
+    return argument.replace(INDEX_PLACEHOLDER, str(int(os.environ["JOB_COMPLETION_INDEX"])))
+
+
 def main() -> None:
     """Entry point inside the sandbox: print exactly one framed result."""
-    job = job_from_stdin() if sys.argv[1] == "-" else job_from_files(sys.argv[1])
+    job = job_from_stdin() if sys.argv[1] == "-" else job_from_files(spec_path(sys.argv[1]))
     if job is None:
         return
     document = run(job)

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     # Broker
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis for broker and results; rediss:// for TLS, user:password@ for ACLs.",
+        description=(
+            "Redis for broker and results; user:password@ for ACLs; rediss:// for TLS, with"
+            " ?ssl_ca_certs=<CA file> (&ssl_certfile=&ssl_keyfile= for client certificates)."
+        ),
     )
     result_ttl_seconds: int = Field(default=86400, ge=60, description="How long results are kept.")
     queue: str = Field(default="sandq", description="Name of the execution queue.")
@@ -77,6 +80,15 @@ class Settings(BaseSettings):
     )
     tmp_size: str = Field(default="64Mi", description="Size of the sandbox's writable /tmp.")
     max_retries: int = Field(default=2, ge=0, description="Retries of infrastructure faults.")
+    metrics_port: int | None = Field(
+        default=9808, ge=0, le=65535, description="Port of the worker's Prometheus /metrics (None or 0: off)."
+    )
+    redelivery_seconds: int = Field(
+        default=60,
+        ge=2,
+        description="The broker's visibility timeout: a dead worker's executions are delivered again "
+        "after about this long (live workers keep theirs with a heartbeat).",
+    )
 
     # Local gVisor backend
     runsc_path: str = Field(default="runsc", description="The runsc binary.")
@@ -145,6 +157,20 @@ class Settings(BaseSettings):
     watch_timeout_seconds: int = Field(
         default=300, ge=1, description="Server-side timeout of the shared watch before it reconnects."
     )
+    indexed_batch_size: int = Field(
+        default=100, ge=1, le=1000, description="Most executions of a batch run as one Indexed Job."
+    )
+    indexed_parallelism: int = Field(
+        default=20, ge=1, description="Pods of one Indexed Job running at once (its parallelism)."
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _verify_tls(cls, url: str) -> str:
+        """A rediss:// URL verifies the server's certificate unless it says otherwise."""
+        if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+            return url + ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
+        return url
 
     @field_validator("max_cpu_limit", "max_mem_limit", "tmp_size", "ephemeral_storage_limit")
     @classmethod
@@ -152,13 +178,9 @@ class Settings(BaseSettings):
         return check_quantity(value)
 
     @property
-    def visibility_timeout(self) -> int:
-        """Seconds before Redis hands an unacknowledged task to another worker.
-
-        Longer than the longest execution (plus margin), so that a running task
-        is never delivered twice.
-        """
-        return self.max_timeout_seconds + 300
+    def heartbeat_seconds(self) -> float:
+        """How often a worker refreshes its unacknowledged messages, and Redis is checked for stale ones."""
+        return self.redelivery_seconds / 5
 
     def queued_cap(self, tenant: str) -> int:
         """How many executions ``tenant`` may have queued."""

@@ -93,6 +93,7 @@ def make_settings(redis_url: str, base: Path, **overrides: object) -> Settings:
         "runsc_root": base / "runsc",
         "bundle_dir": base / "bundles",
         "concurrency": 4,
+        "metrics_port": 0,  # no test worker takes the shared default port 9808
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

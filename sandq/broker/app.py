@@ -7,17 +7,22 @@ from celery import Celery
 from sandq.settings import Settings, get_settings
 
 EXECUTE_TASK = "sandq.execute"
+EXECUTE_INDEXED_TASK = "sandq.execute_indexed"
+"""Many submissions in one message, run as Kubernetes Indexed Jobs (one result stored per id)."""
 
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once, never-pickled executions."""
     app = Celery("sandq", broker=settings.redis_url, backend=settings.redis_url)
     transport = {
-        # Longer than the longest execution, so a running task is never handed out twice.
-        "visibility_timeout": settings.visibility_timeout,
-        # Look for the unacknowledged messages of dead workers every minute.
-        "unacked_restore_interval": 60,
+        # A dead worker's messages come back after this; live workers refresh theirs
+        # (sandq.worker.heartbeat), so a running task is never handed out twice.
+        "visibility_timeout": settings.redelivery_seconds,
+        # Look for the messages of dead workers several times per visibility timeout.
+        "unacked_restore_interval": settings.heartbeat_seconds,
         "unacked_restore_throttle": 1,
+        # A worker killed while restoring must not block restores for kombu's default 5 minutes.
+        "unacked_mutex_expire": settings.redelivery_seconds,
     }
     app.conf.update(
         task_serializer="json",
@@ -33,11 +38,16 @@ def create_celery(settings: Settings) -> Celery:
         result_extended=False,
         broker_transport_options=transport,
         result_backend_transport_options=transport,
+        # Ride out a Redis restart (AOF keeps everything) instead of failing a finished execution:
+        # retry result reads and writes, with backoff up to 2 s, about 20 s in all.
+        result_backend_always_retry=True,
+        result_backend_max_retries=20,
+        result_backend_max_sleep_between_retries_ms=2000,
         broker_connection_retry_on_startup=True,
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
-        include=["sandq.worker.tasks"],
+        include=["sandq.worker.tasks", "sandq.worker.heartbeat"],
     )
     return app
 

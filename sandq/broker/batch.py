@@ -20,6 +20,18 @@ _CHUNK = 500
 
 
 @dataclass(frozen=True)
+class Sent:
+    """What ``Client.submit_indexed`` did with a chunk of a batch."""
+
+    consumed: int
+    """How many items, from the first, were handled (enqueued, already queued, or rejected)."""
+    done: dict[str, ExecutionResult]
+    """Results known at once (rejected requests)."""
+    retry_after: float | None = None
+    """Set when a cap stopped the chunk early: seconds to wait before the rest."""
+
+
+@dataclass(frozen=True)
 class BatchProgress:
     """How far a batch has come: ``done`` of ``total``, finished ones counted by status."""
 
@@ -55,7 +67,9 @@ class Batch:
     """Executions submitted as one batch.
 
     Requests beyond the caps on queued executions wait in the batch and are submitted as
-    room frees up, whenever ``progress``, ``as_completed`` or ``pump`` is called.
+    room frees up, whenever ``progress``, ``as_completed`` or ``pump`` is called. With
+    ``indexed=True`` they travel ``indexed_batch_size`` to a message and a Kubernetes worker
+    runs each message as Indexed Jobs; results still arrive one per id.
     """
 
     def __init__(
@@ -65,9 +79,11 @@ class Batch:
         *,
         ids: Sequence[str] | None = None,
         priority: Priority = "batch",
+        indexed: bool = False,
     ) -> None:
         self.client = client
         self.priority = priority
+        self.indexed = indexed
         items = list(requests)
         self.ids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in items]
         if len(self.ids) != len(items):
@@ -88,6 +104,10 @@ class Batch:
         if time.monotonic() < self._not_before:
             return
         while self._unsent:
+            if self.indexed:
+                if not self._pump_chunk():
+                    return
+                continue
             execution_id, request = self._unsent[0]
             try:
                 handle = self.client.submit(request, execution_id=execution_id, priority=self.priority)
@@ -98,6 +118,18 @@ class Batch:
             self._submitted.append(execution_id)
             if handle.ready():
                 self._results[execution_id] = handle.result()
+
+    def _pump_chunk(self) -> bool:
+        """Submit one chunk for Indexed Jobs; False if a cap stopped it."""
+        size = min(len(self._unsent), self.client.settings.indexed_batch_size)
+        sent = self.client.submit_indexed([self._unsent[i] for i in range(size)], priority=self.priority)
+        for _ in range(sent.consumed):
+            self._submitted.append(self._unsent.popleft()[0])
+        self._results.update(sent.done)
+        if sent.retry_after is None:
+            return True
+        self._not_before = time.monotonic() + sent.retry_after
+        return False
 
     def poll(self) -> list[ExecutionResult]:
         """Submit what fits, and return the results that finished since the last poll."""
@@ -114,15 +146,23 @@ class Batch:
         return BatchProgress(self.total, len(self._results), len(self._unsent), dict(by_status))
 
     def as_completed(self, timeout: float | None = None, interval: float = 0.2) -> Iterator[ExecutionResult]:
-        """Yield each result as it finishes; raise ``TimeoutError`` after ``timeout`` seconds."""
+        """Yield each result once, as it finishes; raise ``TimeoutError`` after ``timeout`` seconds.
+
+        Results that finished before the call (or that ``progress`` saw) are yielded first.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        yield from list(self._results.values())
-        while len(self._results) < self.total:
-            new = self.poll()
-            yield from new
+        yielded: set[str] = set()
+        while True:
+            self.poll()
+            fresh = [(i, r) for i, r in list(self._results.items()) if i not in yielded]
+            for execution_id, result in fresh:
+                yielded.add(execution_id)
+                yield result
+            if len(yielded) >= self.total:
+                return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.total - len(self._results)} executions still unfinished")
-            if not new:
+            if not fresh:
                 time.sleep(interval)
 
     def results(self, timeout: float | None = None) -> list[ExecutionResult]:

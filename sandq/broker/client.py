@@ -3,26 +3,62 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 
 from sandq.broker.admission import Admission, Admitted
-from sandq.broker.app import EXECUTE_TASK, create_celery
-from sandq.broker.batch import Batch
+from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, create_celery
+from sandq.broker.batch import Batch, Sent
+from sandq.broker.errors import SubmissionRefused
 from sandq.broker.keys import Keys
-from sandq.broker.routing import PRIORITY_VALUES, Priority, queue_for
+from sandq.broker.routing import PRIORITY_VALUES, TENANT_QUEUE_COMMAND, Priority, queue_for
 from sandq.contract import ExecutionRequest, ExecutionResult, Status, Submission
 from sandq.settings import Settings
 from sandq.validation import RequestRejected, validate_request
 
+log = logging.getLogger(__name__)
+
 RequestLike = ExecutionRequest | Mapping[str, Any]
+T = TypeVar("T")
+
+RECONNECT_SECONDS = 30.0
+"""How long ``submit`` keeps retrying while Redis is unreachable (e.g. restarting)."""
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError)
+
+
+def _reconnecting(call: Callable[[], T]) -> tuple[T, bool]:
+    """``call()``, retried with backoff for ``RECONNECT_SECONDS`` while Redis is unreachable.
+
+    Returns its value and whether it was retried (an earlier try may have taken effect).
+    """
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay, retried = 0.1, False
+    while True:
+        try:
+            return call(), retried
+        except _CONNECTION_ERRORS as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unreachable (%s); retrying in %.1f s", error, delay)
+        time.sleep(delay)
+        delay, retried = min(2 * delay, 2.0), True
+
+
+def _rejected(execution_id: str, error: RequestRejected, at: datetime) -> ExecutionResult:
+    """The result of a request refused by validation: nothing ran."""
+    return ExecutionResult(
+        id=execution_id, status=Status.REJECTED, error=str(error), attempts=0, enqueued_at=at, finished_at=at
+    )
 
 
 class ResultTimeout(TimeoutError):
@@ -88,36 +124,83 @@ class Client:
         try:
             valid = validate_request(request, self.settings)
         except RequestRejected as error:
-            done = ExecutionResult(
-                id=execution_id,
-                status=Status.REJECTED,
-                error=str(error),
-                attempts=0,
-                enqueued_at=enqueued_at,
-                finished_at=enqueued_at,
-            )
-            return ExecutionHandle(self, execution_id, done)
+            return ExecutionHandle(self, execution_id, _rejected(execution_id, error, enqueued_at))
         submission = Submission(
             id=execution_id, enqueued_at=enqueued_at, request=valid.model_dump(mode="json")
         )
-        admitted = self.admission.admit(execution_id, valid.tenant)
-        if admitted is Admitted.ALREADY:
+        admitted, retried = _reconnecting(lambda: self.admission.admit(execution_id, valid.tenant))
+        if admitted is Admitted.ALREADY and not retried:  # after a lost answer, it may be our own
             return ExecutionHandle(self, execution_id)
         queue = queue_for(self.settings, valid.tenant)
-        if admitted is Admitted.NEW_TENANT:  # running workers consume the new queue at once
-            self.app.control.add_consumer(queue, reply=False)
+        if admitted is Admitted.NEW_TENANT:
+            self._announce_tenant(valid.tenant)
         try:
-            self.app.send_task(
-                EXECUTE_TASK,
-                args=[submission.model_dump(mode="json")],
-                task_id=execution_id,
-                queue=queue,
-                priority=PRIORITY_VALUES[priority],
+            _reconnecting(
+                lambda: self.app.send_task(
+                    EXECUTE_TASK,
+                    args=[submission.model_dump(mode="json")],
+                    task_id=execution_id,
+                    queue=queue,
+                    priority=PRIORITY_VALUES[priority],
+                )
             )
         except BaseException:
             self.admission.withdraw(execution_id, valid.tenant)
             raise
         return ExecutionHandle(self, execution_id)
+
+    def _announce_tenant(self, tenant: str) -> None:
+        """Have the workers of this base queue (only) consume a new tenant's queue at once."""
+        self.app.control.broadcast(
+            TENANT_QUEUE_COMMAND, arguments={"base": self.settings.queue, "tenant": tenant}, reply=False
+        )
+
+    def submit_indexed(
+        self, items: Sequence[tuple[str, RequestLike]], *, priority: Priority = "batch"
+    ) -> Sent:
+        """Validate, admit and enqueue ``(id, request)`` items as one message per tenant.
+
+        A Kubernetes worker runs such a message as Indexed Jobs (one Job for many snippets) and
+        stores one result per id; any other worker runs each item as a single execution. Stops
+        at the first cap on queued executions (``Sent.retry_after``), enqueuing what it admitted.
+        """
+        enqueued_at = datetime.now(UTC)
+        done: dict[str, ExecutionResult] = {}
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        consumed = 0
+        retry_after: float | None = None
+        for execution_id, request in items:
+            try:
+                valid = validate_request(request, self.settings)
+            except RequestRejected as error:
+                done[execution_id] = _rejected(execution_id, error, enqueued_at)
+                consumed += 1
+                continue
+            try:
+                admitted = self.admission.admit(execution_id, valid.tenant)
+            except SubmissionRefused as refused:
+                retry_after = refused.retry_after
+                break
+            consumed += 1
+            if admitted is Admitted.ALREADY:
+                continue
+            if admitted is Admitted.NEW_TENANT:
+                self._announce_tenant(valid.tenant)
+            submission = Submission(
+                id=execution_id, enqueued_at=enqueued_at, request=valid.model_dump(mode="json")
+            )
+            by_tenant.setdefault(valid.tenant, []).append(submission.model_dump(mode="json"))
+        for tenant, payloads in by_tenant.items():
+            try:
+                self.app.send_task(
+                    EXECUTE_INDEXED_TASK, args=[payloads], queue=queue_for(self.settings, tenant),
+                    priority=PRIORITY_VALUES[priority],
+                )
+            except BaseException:
+                for payload in payloads:
+                    self.admission.withdraw(payload["id"], tenant)
+                raise
+        return Sent(consumed, done, retry_after)
 
     def submit_batch(
         self,
@@ -125,9 +208,13 @@ class Client:
         *,
         ids: Sequence[str] | None = None,
         priority: Priority = "batch",
+        indexed: bool = False,
     ) -> Batch:
-        """Submit many requests as one ``Batch``; those beyond the caps wait in it for room."""
-        return Batch(self, requests, ids=ids, priority=priority)
+        """Submit many requests as one ``Batch``; those beyond the caps wait in it for room.
+
+        ``indexed=True``: Kubernetes workers run them as Indexed Jobs (see ``submit_indexed``).
+        """
+        return Batch(self, requests, ids=ids, priority=priority, indexed=indexed)
 
     def cancel(self, *execution_ids: str) -> None:
         """Cancel executions: a queued one never starts, a running one has its sandbox killed.

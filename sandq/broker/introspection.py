@@ -34,8 +34,11 @@ class QueueStatus(BaseModel):
     workers: dict[str, int]
 
 
-def snapshot(client: Client, worker_timeout: float = 1.0) -> QueueStatus:
-    """Read the queues, the admission and in-flight sets, and ask the workers what they run."""
+def snapshot(client: Client, worker_timeout: float | None = 1.0) -> QueueStatus:
+    """Read the queues, the admission and in-flight sets, and ask the workers what they run.
+
+    ``worker_timeout=None`` asks no worker (``workers`` stays empty): Redis reads only.
+    """
     keys = Keys(client.settings.queue)
     now = time.time()
     redis = client.redis
@@ -44,8 +47,8 @@ def snapshot(client: Client, worker_timeout: float = 1.0) -> QueueStatus:
     rows = []
     with client.app.connection_for_read() as connection:
         channel: Any = connection.default_channel
-        depth = {
-            q: int(channel.queue_declare(queue=q, passive=True).message_count)
+        depth = {  # not passive: a passive declare of an empty queue fails; this one writes nothing
+            q: int(channel.queue_declare(queue=q).message_count)
             for q in tenant_queues(client.settings, tenants)
         }
         reserved = int(channel.client.hlen(channel.unacked_key))
@@ -60,7 +63,9 @@ def snapshot(client: Client, worker_timeout: float = 1.0) -> QueueStatus:
                 in_flight=int(redis.zcount(keys.in_flight_for(tenant), now, "+inf")),
             )
         )
-    active = client.app.control.inspect(timeout=worker_timeout).active() or {}
+    active = {}
+    if worker_timeout is not None:
+        active = client.app.control.inspect(timeout=worker_timeout).active() or {}
     return QueueStatus(
         queued=int(redis.zcount(keys.queued, now, "+inf")),
         in_flight=int(redis.zcount(keys.in_flight, now, "+inf")),

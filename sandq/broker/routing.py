@@ -18,6 +18,10 @@ PRIORITY_VALUES: dict[Priority, int] = {"interactive": 0, "batch": 9}
 
 DEFAULT_TENANT = "default"
 
+TENANT_QUEUE_COMMAND = "sandq_tenant_queue"
+"""Worker remote-control command announcing a new tenant (arguments ``base`` and ``tenant``):
+only workers whose base queue is ``base`` start consuming the tenant's queue."""
+
 
 def queue_for(settings: Settings, tenant: str) -> str:
     """The queue of ``tenant``: the base queue for the default tenant, else ``<queue>.<tenant>``."""

@@ -82,11 +82,14 @@ class InFlight:
         return bool(self._renew(keys=keys, args=[execution_id, self.settings.lease_seconds]))
 
     def release(self, execution_id: str, tenant: str) -> None:
-        """Give the slot back."""
+        """Give the slot back; if Redis is unreachable, its lease runs out by itself instead."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(self.keys.in_flight, execution_id)
         pipe.zrem(self.keys.in_flight_for(tenant), execution_id)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as error:  # the execution's result matters more than the slot
+            log.warning("could not release the slot of %s (its lease will expire): %s", execution_id, error)
 
     @contextmanager
     def held(self, execution_id: str, tenant: str) -> Iterator[None]:

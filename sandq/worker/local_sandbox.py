@@ -19,6 +19,8 @@ from sandq.worker.oci_bundle import Shape, write_bundle
 SANDBOX_PREFIX = "sq-"
 OWNER_FILE = "owner.pid"
 RUNSC_STDERR_CAP = 64 * 1024
+OWNERLESS_GRACE_SECONDS = 60.0
+"""A bundle this young without its owner file is being written, not left behind."""
 
 
 class Capture:
@@ -151,14 +153,29 @@ def sweep_orphans(settings: Settings) -> list[str]:
 
 
 def _owner_alive(owner_file: Path) -> bool:
-    """True if the process that started the sandbox still runs (a zombie counts as gone)."""
+    """True if the process that started the sandbox still runs (a zombie counts as gone).
+
+    A young bundle without a readable owner file is still being written by its owner.
+    """
     try:
         pid = int(owner_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return _younger_than(owner_file.parent, OWNERLESS_GRACE_SECONDS)
+    except OSError:
+        return False
+    try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
+    except OSError:
         return False
     state = stat.rpartition(")")[2].split()[0]
     return state not in ("Z", "X")
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return False
 
 
 def monotonic_deadline(seconds: float) -> float:

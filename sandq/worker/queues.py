@@ -1,4 +1,12 @@
-"""A worker consumer step that starts consuming each tenant's queue as tenants appear."""
+"""How a worker comes to consume each tenant's queue, and only the tenants of its base queue.
+
+Two ways, both keyed by the worker's base queue (``Settings.queue``), so that workers of other
+deployments sharing the Redis database never consume this deployment's tenant queues:
+
+* ``TenantQueues`` polls the set of tenants of the base queue every second (the safety net);
+* the client broadcasts ``TENANT_QUEUE_COMMAND`` naming the base queue and the new tenant, and
+  ``sandq_tenant_queue`` adds the queue at once, only on workers of that base queue.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,28 @@ from typing import Any
 
 import redis
 from celery import bootsteps
+from celery.worker.control import control_command
 
 from sandq.broker.keys import Keys
-from sandq.broker.routing import tenant_queues
+from sandq.broker.routing import TENANT_QUEUE_COMMAND, queue_for, tenant_queues
 from sandq.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_SECONDS = 1.0
+
+
+@control_command(
+    name=TENANT_QUEUE_COMMAND, args=[("base", str), ("tenant", str)], signature="<base> <tenant>"
+)
+def sandq_tenant_queue(state: Any, base: str, tenant: str, **_: Any) -> dict[str, str]:
+    """Consume the queue of a new ``tenant`` of ``base``, if ``base`` is this worker's base queue."""
+    settings = get_settings()
+    if base != settings.queue:
+        return {"ok": f"ignored: this worker serves {settings.queue!r}, not {base!r}"}
+    queue = queue_for(settings, tenant)
+    state.consumer.call_soon(state.consumer.add_task_queue, queue)  # a no-op if consumed already
+    return {"ok": f"consuming {queue}"}
 
 
 class TenantQueues(bootsteps.StartStopStep):

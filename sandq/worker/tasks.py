@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +14,11 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from pydantic import ValidationError
 
 from sandq.broker.admission import Admission
-from sandq.broker.app import EXECUTE_TASK, celery_app
+from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, celery_app
 from sandq.broker.routing import DEFAULT_TENANT, priority_of
-from sandq.contract import Submission
+from sandq.contract import ExecutionRequest, ExecutionResult, SandboxReport, Submission
 from sandq.settings import Settings, get_settings
+from sandq.validation import RequestRejected, validate_request
 from sandq.worker.backend import Backend, InfrastructureFault
 from sandq.worker.backends import make_backend
 from sandq.worker.cancellation import CancelListener, cancelled_before_start
@@ -132,3 +134,71 @@ def _run(self: Task[Any, Any], submission: Submission, settings: Settings, retri
         log.exception("execution %s failed inside the worker", submission.id)
         result = infrastructure_error(submission, backend, attempt, error)
     return result.model_dump(mode="json")
+
+
+def _tenant(submission: Submission) -> str:
+    tenant = submission.request.get("tenant")
+    return tenant if isinstance(tenant, str) else DEFAULT_TENANT
+
+
+def _store(result: ExecutionResult) -> None:
+    """Store ``result`` under its own execution id, as if its own task had returned it."""
+    celery_app.backend.store_result(result.id, result.model_dump(mode="json"), "SUCCESS")
+
+
+@celery_app.task(name=EXECUTE_INDEXED_TASK, bind=True, max_retries=None)
+def execute_indexed_task(self: Task[Any, Any], payloads: list[dict[str, Any]]) -> dict[str, int]:
+    """Run a batch's submissions as Kubernetes Indexed Jobs; store one result per execution id.
+
+    Other backends send each submission on as a single execution. Cancelled submissions never
+    start; those an in-flight cap refuses go back in line as a message of their own.
+    """
+    info = self.request.delivery_info or {}
+    queue, priority = info.get("routing_key") or get_settings().queue, info.get("priority")
+    backend = current_backend()
+    run_indexed = getattr(backend, "run_indexed", None)
+    if run_indexed is None:
+        for payload in payloads:
+            celery_app.send_task(EXECUTE_TASK, args=[payload], task_id=payload.get("id"), queue=queue,
+                                 priority=priority)
+        return {"forwarded": len(payloads)}
+    submissions = [Submission.model_validate(payload) for payload in payloads]
+    gates = current_gates()
+    settings = get_settings()
+    with ExitStack() as held:
+        runnable: dict[str, Submission] = {}
+        refused: list[dict[str, Any]] = []
+        for submission in submissions:
+            tenant = _tenant(submission)
+            held.enter_context(gates.cancels.running(submission.id))
+            if gates.cancels.is_cancelled(submission.id):
+                gates.admission.withdraw(submission.id, tenant)
+                _store(cancelled_before_start(submission, tenant))
+            elif gates.in_flight.acquire(submission.id, tenant, priority_of(priority)) is Verdict.ACQUIRED:
+                held.enter_context(gates.in_flight.held(submission.id, tenant))
+                runnable[submission.id] = submission
+            else:
+                refused.append(submission.model_dump(mode="json"))
+        if refused and not runnable:
+            raise self.retry(countdown=settings.cap_retry_seconds)
+        if refused:
+            celery_app.send_task(
+                EXECUTE_INDEXED_TASK, args=[refused], countdown=settings.cap_retry_seconds, queue=queue,
+                priority=priority,
+            )
+        items: list[tuple[str, ExecutionRequest]] = []
+        for submission in runnable.values():
+            try:
+                items.append((submission.id, validate_request(submission.request, settings)))
+            except RequestRejected as error:
+                _store(rejected(submission.id, str(error), submission.enqueued_at))
+
+        def on_result(execution_id: str, report: SandboxReport) -> None:
+            submission = runnable[execution_id]
+            _store(ExecutionResult(
+                id=execution_id, attempts=1, backend=backend.name, tenant=_tenant(submission),
+                enqueued_at=submission.enqueued_at, **report.model_dump(),
+            ))
+
+        run_indexed(items, on_result)
+    return {"executions": len(items), "requeued": len(refused)}

@@ -12,6 +12,15 @@ Faults: ``evict`` (the next N running pods are evicted; the Job's
 podFailurePolicy ignores that and makes a new pod), ``bad_images`` (image
 pull fails: ErrImagePull then ImagePullBackOff), ``node_labels`` (a pod whose
 nodeSelector they do not satisfy stays Unschedulable).
+
+Indexed Jobs (``completionMode: Indexed``) get one pod per index, at most
+``parallelism`` at once, each with ``JOB_COMPLETION_INDEX`` and the
+completion-index annotation and label; the Job completes when every index
+has (``backoffLimitPerIndex: 0``: a failed index is not retried).
+
+``hold = True`` starts no sandbox at all: pods stay Running until
+``release()`` (or their deadline, or deletion), then succeed printing
+``HELD_OUTPUT``, so hundreds of executions can be in flight at no cost.
 """
 
 from __future__ import annotations
@@ -30,12 +39,22 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
+from sandq.sandbox_runner import FRAME_BEGIN, FRAME_END
 from sandq.settings import Settings
 from sandq.worker.oci_bundle import oci_config
 from tests.k8s_harness.standin import CONFIGMAPS, JOBS, PODS, RunningStandIn, _now
 
 KILLED = 137
 _PATH = "PATH=/usr/local/bin:/usr/bin:/bin"
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+HELD_OUTPUT = "held\n"
+
+
+def held_log() -> bytes:
+    """The log of a held pod: the runner's frame of a success printing ``HELD_OUTPUT``."""
+    doc = {"status": "succeeded", "exit_code": 0, "stdout": base64.b64encode(HELD_OUTPUT.encode()).decode(),
+           "stderr": "", "output_files": []}
+    return (FRAME_BEGIN + json.dumps(doc) + FRAME_END).encode()
 
 
 class Cluster:
@@ -57,7 +76,18 @@ class Cluster:
         self.bad_images: set[str] = set()
         self.node_labels: dict[str, str] = {"sandbox.gke.io/runtime": "gvisor"}
         self.pods_started = 0
+        self.hold = False
+        self.held = 0
+        self._released: asyncio.Event | None = None
         self.api.hooks.append(self._on_api_write)
+
+    def release(self) -> None:
+        """End every held pod (successfully); later pods are held again only if ``hold`` stays True."""
+        def _set() -> None:
+            if self._released is not None:
+                self._released.set()
+            self._released = None
+        self.running.loop.call_soon_threadsafe(_set)
 
     # -- events from the API ---------------------------------------------------------------
 
@@ -95,6 +125,9 @@ class Cluster:
         spec = job["spec"]
         start = time.monotonic()
         deadline = start + spec["activeDeadlineSeconds"] if spec.get("activeDeadlineSeconds") else None
+        if spec.get("completionMode") == "Indexed":
+            await self._control_indexed(ns, job, deadline)
+            return
         await self.api.patch(JOBS, ns, name, {"status": {"startTime": _now(), "active": 1}})
         while True:
             outcome = await self._run_pod(ns, job, deadline)
@@ -113,9 +146,45 @@ class Cluster:
                 _cond("FailureTarget", "PodFailurePolicy"), _cond("Failed", "PodFailurePolicy")]}
         await self.api.patch(JOBS, ns, name, {"status": status})
 
+    async def _control_indexed(self, ns: str, job: dict[str, Any], deadline: float | None) -> None:
+        """One pod per index, ``parallelism`` at once; status counts and lists indexes as they end."""
+        name = job["metadata"]["name"]
+        spec = job["spec"]
+        gate = asyncio.Semaphore(spec.get("parallelism") or 1)
+        done: dict[str, set[int]] = {"succeeded": set(), "failed": set()}
+
+        async def one(index: int) -> str:
+            async with gate:
+                outcome = "deadline"
+                while deadline is None or time.monotonic() < deadline:
+                    outcome = await self._run_pod(ns, job, deadline, index)
+                    if outcome != "evicted":
+                        break
+                if outcome != "deleted":
+                    done["succeeded" if outcome == "succeeded" else "failed"].add(index)
+                    await self.api.patch(JOBS, ns, name, {"status": {
+                        "succeeded": len(done["succeeded"]), "failed": len(done["failed"]),
+                        "completedIndexes": _ranges(done["succeeded"]),
+                        "failedIndexes": _ranges(done["failed"])}})
+                return outcome
+
+        await self.api.patch(JOBS, ns, name, {"status": {"startTime": _now(), "active": 1}})
+        outcomes = await asyncio.gather(*(one(i) for i in range(spec["completions"])))
+        if "deleted" in outcomes:
+            return
+        if "deadline" in outcomes:
+            conditions = [_cond("FailureTarget", "DeadlineExceeded"), _cond("Failed", "DeadlineExceeded")]
+        elif done["failed"]:
+            conditions = [_cond("FailureTarget", "FailedIndexes"), _cond("Failed", "FailedIndexes")]
+        else:
+            conditions = [_cond("SuccessCriteriaMet", "CompletionsReached"),
+                          _cond("Complete", "CompletionsReached")]
+        await self.api.patch(JOBS, ns, name, {"status": {"active": 0, "conditions": conditions}})
+
     # -- the kubelet ---------------------------------------------------------------------------
 
-    async def _run_pod(self, ns: str, job: dict[str, Any], deadline: float | None) -> str:
+    async def _run_pod(self, ns: str, job: dict[str, Any], deadline: float | None,
+                       index: int | None = None) -> str:
         template = job["spec"]["template"]
         job_name = job["metadata"]["name"]
         pod_name = f"{job_name[:56]}-{secrets.token_hex(3)[:5]}"
@@ -123,11 +192,17 @@ class Cluster:
         labels = {**template.get("metadata", {}).get("labels", {}),
                   "batch.kubernetes.io/job-name": job_name, "job-name": job_name,
                   "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}
+        annotations = dict(template.get("metadata", {}).get("annotations") or {})
         spec = json.loads(json.dumps(template["spec"]))
         container = spec["containers"][0]
+        if index is not None:  # what the Job controller adds to the pods of an Indexed Job
+            pod_name = f"{job_name[:48]}-{index}-{secrets.token_hex(3)[:5]}"
+            labels[INDEX_KEY] = annotations[INDEX_KEY] = str(index)
+            for each in spec["containers"]:
+                each.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
         await self.api.put(PODS, ns, {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "labels": labels, "ownerReferences": [
+            "metadata": {"name": pod_name, "labels": labels, "annotations": annotations, "ownerReferences": [
                 {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": uid,
                  "controller": True, "blockOwnerDeletion": True}]},
             "spec": spec,
@@ -196,6 +271,8 @@ class Cluster:
     async def _start(self, ns: str, pod: str, spec: dict[str, Any], volumes: dict[str, Path],
                      deadline: float | None, deleted: asyncio.Event) -> str:
         container = spec["containers"][0]
+        if self.hold:
+            return await self._hold(ns, pod, container, deadline, deleted)
         bundle = self.bundles / pod
         (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
         (bundle / "config.json").write_text(json.dumps(self._oci(spec, volumes, pod)))
@@ -246,6 +323,34 @@ class Cluster:
         await self._status(ns, pod, container, phase="Failed", exit_code=code,
                            term_reason="OOMKilled" if code == KILLED else "Error")
         return "failed"
+
+    async def _hold(self, ns: str, pod: str, container: dict[str, Any], deadline: float | None,
+                    deleted: asyncio.Event) -> str:
+        """Keep the pod Running, with no sandbox, until released, deleted or past its deadline."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        released = self._released
+        await self._status(ns, pod, container, phase="Running", state={"running": {"startedAt": _now()}})
+        self.pods_started += 1
+        self.held += 1
+        waits = {asyncio.ensure_future(released.wait()), asyncio.ensure_future(deleted.wait())}
+        limit = None if deadline is None else max(deadline - time.monotonic(), 0)
+        try:
+            await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.held -= 1
+            for waiting in waits:
+                waiting.cancel()
+        shutil.rmtree(self.bundles / pod, ignore_errors=True)
+        if deleted.is_set():
+            return "deleted"
+        if not released.is_set():
+            await self._status(ns, pod, container, phase="Failed", reason="DeadlineExceeded",
+                               exit_code=KILLED, term_reason="Error")
+            return "deadline"
+        self.api.logs[(ns, pod)] = held_log()
+        await self._status(ns, pod, container, phase="Succeeded", exit_code=0, term_reason="Completed")
+        return "succeeded"
 
     async def _stop(self, pod: str, proc: subprocess.Popen[bytes], waiter: Any) -> tuple[bytes, bytes]:
         """Kill the container until it is gone (it may not be registered with runsc yet)."""
@@ -332,6 +437,17 @@ class Cluster:
                     if c["type"] not in {n["type"] for n in conditions}]
             status["conditions"] = kept + conditions
         await self.api.patch(PODS, ns, pod, {"status": status})
+
+
+def _ranges(indexes: set[int]) -> str:
+    """Indexes as the Job status lists them: ``"0-2,5"``."""
+    parts: list[str] = []
+    for index in sorted(indexes):
+        if parts and parts[-1].split("-")[-1] == str(index - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{index}"
+        else:
+            parts.append(str(index))
+    return ",".join(parts)
 
 
 def _cond(kind: str, reason: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import random
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
@@ -76,6 +77,41 @@ class FaultRule:
         )
 
 
+@dataclass
+class RandomFaults:
+    """Fail a share (``rate``) of all API calls at random, from a seeded generator.
+
+    Each faulted call gets one of the faults of ``FaultRule`` that fits its verb: HTTP 500 or
+    503, 429 with Retry-After, a connection reset (``abort``); for creates also ``lost`` (served,
+    answer never delivered); for watches also ``drop`` (the stream ends at once) and ``gone``
+    (410). ``injected`` counts the faults by (verb, resource, kind, status).
+    """
+
+    rate: float
+    seed: int = 0
+    retry_after: str = "1"
+    injected: dict[tuple[str, str, str, int], int] = field(default_factory=dict)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def pick(self, call: Call) -> FaultRule | None:
+        """The fault for ``call``, or None to serve it."""
+        if self.rng.random() >= self.rate:
+            return None
+        choices: list[tuple[str, int]] = [("status", 500), ("status", 503), ("status", 429), ("abort", 500)]
+        if call.verb == "create":
+            choices.append(("lost", 0))
+        if call.verb == "watch":
+            choices += [("drop", 0), ("drop", 0), ("gone", 0)]
+        kind, status = self.rng.choice(choices)
+        key = (call.verb, call.resource, kind, status)
+        self.injected[key] = self.injected.get(key, 0) + 1
+        return FaultRule(call.verb, call.resource, kind=kind, status=status or 500,
+                         retry_after=self.retry_after if status == 429 else None, message="random fault")
+
+
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -88,6 +124,8 @@ class StandIn(kmock.KubernetesEmulator):
     faults: list[FaultRule] = attrs.field(factory=list)
     logs: dict[tuple[str, str], bytes] = attrs.field(factory=dict)
     hooks: list[Callable[[str, str, str, dict[str, Any]], None]] = attrs.field(factory=list)
+    random_faults: RandomFaults | None = None
+    open_watches: set[Any] = attrs.field(factory=set)
     rv: int = 0
 
     # -- direct state changes (for the controllers) ---------------------------------
@@ -197,23 +235,56 @@ class StandIn(kmock.KubernetesEmulator):
                 "code": rule.status, "reason": "Injected", "message": rule.message}
         return aiohttp.web.json_response(body, status=rule.status, headers=headers)
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """Serve, then drop the request from kmock's logs: kmock matches each new one against them all."""
+        try:
+            return await super().__call__(raw_request)
+        finally:
+            for log in [self._requests, *(payload._requests for payload in self._payloads)]:
+                for i in range(len(log) - 1, -1, -1):
+                    if log[i]._raw_request is raw_request:
+                        del log[i]
+                        break
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         call = self._call(request)
         if call is None:
             return await super()._handle(request)
         for rule in self.faults:
             if rule.matches(call):
-                rule.hits += 1
-                self.calls.append(Call(call.group, call.resource, call.verb, call.name, rule.status))
-                if rule.kind != "lost":
-                    return await self._fault(request, rule)
-                response = await self._serve_call(request, call)
-                raw = request._raw_request
-                if raw is not None and raw.transport is not None:
-                    raw.transport.abort()  # served, but the answer never arrives
-                return response
+                return await self._inject(request, call, rule)
+        if self.random_faults is not None and (chosen := self.random_faults.pick(call)) is not None:
+            return await self._inject(request, call, chosen)
         self.calls.append(call)
-        return await self._serve_call(request, call)
+        transport = request._raw_request.transport if request._raw_request is not None else None
+        if call.verb != "watch" or transport is None:
+            return await self._serve_call(request, call)
+        self.open_watches.add(transport)
+        try:
+            return await self._serve_call(request, call)
+        finally:
+            self.open_watches.discard(transport)
+
+    def cut_watches(self) -> int:
+        """Reset the connection of every open watch, mid-stream (on the loop); how many were cut."""
+        cut = list(self.open_watches)
+        self.open_watches.clear()
+        for transport in cut:
+            transport.abort()
+        return len(cut)
+
+    async def _inject(
+        self, request: rendering.Request, call: Call, rule: FaultRule
+    ) -> aiohttp.web.StreamResponse:
+        rule.hits += 1
+        self.calls.append(Call(call.group, call.resource, call.verb, call.name, rule.status))
+        if rule.kind != "lost":
+            return await self._fault(request, rule)
+        response = await self._serve_call(request, call)
+        raw = request._raw_request
+        if raw is not None and raw.transport is not None:
+            raw.transport.abort()  # served, but the answer never arrives
+        return response
 
     async def _serve_call(self, request: rendering.Request, call: Call) -> aiohttp.web.StreamResponse:
         ns = request.namespace or ""
@@ -288,6 +359,14 @@ class RunningStandIn:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         """Run ``coro`` on the stand-in's loop and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def cut_watches(self) -> int:
+        """Reset every open watch connection now, as an API server restart would."""
+
+        async def cut() -> int:
+            return self.api.cut_watches()
+
+        return self.run(cut())
 
     def stop(self) -> None:
         if self._stop is not None:

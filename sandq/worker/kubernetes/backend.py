@@ -20,6 +20,7 @@ from sandq.worker.kubernetes.api_client import KubeApi
 from sandq.worker.kubernetes.creating import Launched, LaunchRejected, launch
 from sandq.worker.kubernetes.deleting import delete_job
 from sandq.worker.kubernetes.fetching import frame_cap, read_logs
+from sandq.worker.kubernetes.indexed import OnResult, run_batch
 from sandq.worker.kubernetes.janitor import run_janitor
 from sandq.worker.kubernetes.manifests import active_deadline_seconds, object_name
 from sandq.worker.kubernetes.watching import Obj, SharedWatch
@@ -74,14 +75,19 @@ class KubernetesBackend(Backend):
         return time.monotonic() + active_deadline_seconds(request, self.settings) + slack
 
     def _await(self, execution_id: str, launched: Launched, request: ExecutionRequest) -> SandboxReport:
+        with self.watch.listen([launched.name]) as changed:
+            return self._await_changes(execution_id, launched, request, changed)
+
+    def _await_changes(
+        self, execution_id: str, launched: Launched, request: ExecutionRequest, changed: threading.Event
+    ) -> SandboxReport:
+        """Re-check the Job at each change of its Job or pods (and every POLL_SECONDS, for deadlines)."""
         backstop = self._backstop(request)
         seen_job = False
         finished_at: float | None = None
-        version = self.watch.version
         while True:
-            with self._lock:
-                cancelled = execution_id in self._cancelled
-            if cancelled:
+            changed.clear()
+            if self.is_cancelled(execution_id):
                 return SandboxReport(status=Status.CANCELLED, error="cancelled while running")
             job, pods = self.watch.snapshot(launched.name, launched.uid)
             if job is not None:
@@ -90,7 +96,7 @@ class KubernetesBackend(Backend):
                 raise InfrastructureFault(f"Job {launched.name} was deleted while running")
             pod = classify.final_pod(pods)
             if pod is not None:
-                return self._finish(job, pod, request)
+                return self.finish(job, pod, request)
             for candidate in pods:
                 reason = classify.blocked(candidate, now(), self.settings.unschedulable_timeout_seconds)
                 if reason is not None:
@@ -98,12 +104,13 @@ class KubernetesBackend(Backend):
             if classify.job_finished(job) is not None:
                 finished_at = finished_at or time.monotonic()
                 if time.monotonic() - finished_at >= SETTLE_SECONDS or not pods:
-                    return self._finish(job, pods[0] if pods else None, request)
+                    return self.finish(job, pods[0] if pods else None, request)
             if time.monotonic() >= backstop:
-                return self._backstop_report(pods)
-            version = self.watch.wait(version, POLL_SECONDS)
+                return self.backstop_report(pods)
+            changed.wait(POLL_SECONDS)
 
-    def _finish(self, job: Obj | None, pod: Obj | None, request: ExecutionRequest) -> SandboxReport:
+    def finish(self, job: Obj | None, pod: Obj | None, request: ExecutionRequest) -> SandboxReport:
+        """The report of a pod that ended: its frame (one log read), else the cluster's verdict."""
         report = None
         if pod is not None and classify.started(pod):
             logs = read_logs(self.api, pod["metadata"]["name"], frame_cap(request, self.settings))
@@ -117,7 +124,8 @@ class KubernetesBackend(Backend):
         return SandboxReport(status=Status.INFRASTRUCTURE_ERROR, error=verdict.fault)
 
     @staticmethod
-    def _backstop_report(pods: list[Obj]) -> SandboxReport:
+    def backstop_report(pods: list[Obj]) -> SandboxReport:
+        """The report of an execution whose Job sandq had to stop itself."""
         if any(classify.started(p) for p in pods):
             return SandboxReport(
                 status=Status.TIMED_OUT, exit_code=classify.TIMED_OUT_EXIT,
@@ -126,6 +134,24 @@ class KubernetesBackend(Backend):
         return SandboxReport(
             status=Status.INFRASTRUCTURE_ERROR, error="the sandbox pod never started; sandq deleted the Job"
         )
+
+    def run_indexed(self, items: list[tuple[str, ExecutionRequest]], on_result: OnResult) -> None:
+        """Run many requests as Indexed Jobs; ``on_result(id, report)`` as each one ends."""
+        self.watch.start()
+        ids = [execution_id for execution_id, _ in items]
+        with self._lock:
+            self._running.update(ids)
+        try:
+            run_batch(self, items, on_result)
+        finally:
+            with self._lock:
+                self._running.difference_update(ids)
+                self._cancelled.difference_update(ids)
+
+    def is_cancelled(self, execution_id: str) -> bool:
+        """Whether ``cancel`` was called for this running execution."""
+        with self._lock:
+            return execution_id in self._cancelled
 
     def cancel(self, execution_id: str) -> bool:
         """Stop a running execution: its Job is deleted and it ends as ``cancelled``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +15,9 @@ from sandq.worker.kubernetes.api_client import KubeApi
 from sandq.worker.kubernetes.deleting import delete_job
 from sandq.worker.kubernetes.manifests import (
     EXECUTION_ID_ANNOTATION,
+    Manifest,
     configmap_manifest,
     job_manifest,
-    object_name,
 )
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,9 @@ def _uid(obj: Any) -> str:
     return str(uid)
 
 
-def _create_job(api: KubeApi, request: ExecutionRequest, execution_id: str) -> Launched:
+def _create_job(api: KubeApi, body: Manifest, marker: str) -> Launched:
     namespace = api.settings.namespace
-    name = object_name(execution_id)
-    body = job_manifest(request, api.settings, execution_id)
+    name = body["metadata"]["name"]
     try:
         job = api.call("create Job", api.batch.create_namespaced_job, namespace, body)
         return Launched(name, _uid(job), created=True)
@@ -57,14 +57,13 @@ def _create_job(api: KubeApi, request: ExecutionRequest, execution_id: str) -> L
     # Redelivered (or a retried create that had succeeded): attach to the existing Job.
     job = api.call("get Job", api.batch.read_namespaced_job, name, namespace)
     annotations = job.metadata.annotations or {}
-    if annotations.get(EXECUTION_ID_ANNOTATION) != execution_id:
+    if annotations.get(marker) != body["metadata"]["annotations"][marker]:
         raise LaunchRejected(f"Job {name} exists but belongs to another execution")
     log.info("attaching to existing Job %s", name)
     return Launched(name, _uid(job), created=False)
 
 
-def _create_configmap(api: KubeApi, request: ExecutionRequest, execution_id: str, job_uid: str) -> None:
-    body = configmap_manifest(request, api.settings, execution_id, job_uid)
+def _create_configmap(api: KubeApi, body: Manifest) -> None:
     try:
         api.call("create ConfigMap", api.core.create_namespaced_config_map, api.settings.namespace, body)
     except ApiException as error:
@@ -72,16 +71,29 @@ def _create_configmap(api: KubeApi, request: ExecutionRequest, execution_id: str
             raise LaunchRejected(f"ConfigMap rejected: HTTP {error.status} {error.reason}") from error
 
 
-def launch(api: KubeApi, request: ExecutionRequest, execution_id: str) -> Launched:
-    """Create the Job (or attach to it on redelivery), then the ConfigMap owned by it.
+def launch_objects(
+    api: KubeApi, job: Manifest, configmap: Callable[[str], Manifest], marker: str
+) -> Launched:
+    """Create ``job`` (or attach to it if its annotation ``marker`` matches), then its ConfigMap.
 
-    The pod waits in ContainerCreating until the ConfigMap exists. If the
-    ConfigMap cannot be created the Job is deleted again, so nothing leaks.
+    ``configmap`` makes the ConfigMap from the Job's uid. The pod waits in
+    ContainerCreating until the ConfigMap exists. If the ConfigMap cannot be
+    created the Job is deleted again, so nothing leaks.
     """
-    launched = _create_job(api, request, execution_id)
+    launched = _create_job(api, job, marker)
     try:
-        _create_configmap(api, request, execution_id, launched.uid)
+        _create_configmap(api, configmap(launched.uid))
     except (InfrastructureFault, LaunchRejected):
         delete_job(api, launched.name)
         raise
     return launched
+
+
+def launch(api: KubeApi, request: ExecutionRequest, execution_id: str) -> Launched:
+    """Create the Job of one execution (or attach to it on redelivery), then its ConfigMap."""
+    return launch_objects(
+        api,
+        job_manifest(request, api.settings, execution_id),
+        lambda uid: configmap_manifest(request, api.settings, execution_id, uid),
+        EXECUTION_ID_ANNOTATION,
+    )

@@ -112,13 +112,13 @@ def _security_context(settings: Settings) -> Manifest:
     }
 
 
-def _container(request: ExecutionRequest, settings: Settings) -> Manifest:
+def _container(request: ExecutionRequest, settings: Settings, command: list[str]) -> Manifest:
     storage = settings.ephemeral_storage_limit
     return {
         "name": CONTAINER,
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": runner_command(POD_PYTHON),
+        "command": command,
         "workingDir": "/tmp",
         "env": [
             {"name": "HOME", "value": "/tmp"},
@@ -142,7 +142,10 @@ def _container(request: ExecutionRequest, settings: Settings) -> Manifest:
     }
 
 
-def _pod_spec(request: ExecutionRequest, settings: Settings, execution_id: str) -> Manifest:
+def pod_spec(
+    request: ExecutionRequest, settings: Settings, configmap: str, command: list[str] | None = None
+) -> Manifest:
+    """The sandbox pod: ``request``'s resources, files from ConfigMap ``configmap``, PSS restricted."""
     spec: Manifest = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -158,11 +161,11 @@ def _pod_spec(request: ExecutionRequest, settings: Settings, execution_id: str) 
             "fsGroup": settings.sandbox_uid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(request, settings)],
+        "containers": [_container(request, settings, command or runner_command(POD_PYTHON))],
         "volumes": [
             {
                 "name": FILES_VOLUME,
-                "configMap": {"name": object_name(execution_id), "defaultMode": 0o444},
+                "configMap": {"name": configmap, "defaultMode": 0o444},
             },
             {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": settings.tmp_size}},
         ],
@@ -204,7 +207,7 @@ def job_manifest(request: ExecutionRequest, settings: Settings, execution_id: st
                     "labels": dict(metadata["labels"]),
                     "annotations": dict(metadata["annotations"]),
                 },
-                "spec": _pod_spec(request, settings, execution_id),
+                "spec": pod_spec(request, settings, object_name(execution_id)),
             },
         },
     }

@@ -4,6 +4,11 @@ Two long-lived streams (Jobs, Pods) serve every execution of the process, so
 the API load does not grow with concurrency. A stream resumes from its last
 resourceVersion after a drop or a timeout, and relists after ``410 Gone``.
 Selectors are sent to the server and applied again client-side.
+
+Waiting is cheap: the cache keeps only what classification reads (no pod
+specs, no managedFields), indexes pods by their Job, and wakes only the
+waiters of the Job an event is about, so hundreds of executions can wait
+in one process.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -42,14 +48,29 @@ def owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in refs)
 
 
+def _owner(obj: Obj) -> tuple[str, str] | None:
+    """(name, uid) of the Job that owns a pod, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and ref.get("uid"):
+            return str(ref.get("name") or ""), str(ref["uid"])
+    return None
+
+
+def slim(obj: Obj) -> Obj:
+    """``obj`` without what no waiter reads: its spec and its managedFields."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {"metadata": meta, "status": obj.get("status") or {}}
+
+
 class SharedWatch:
     """A cache of sandq's Jobs and Pods, kept current by one watch per kind."""
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
         self._objects: dict[str, dict[str, Obj]] = {"jobs": {}, "pods": {}}
+        self._pods_by_owner: dict[str, dict[str, Obj]] = {}
+        self._listeners: dict[str, set[threading.Event]] = {}
         self._cond = threading.Condition()
-        self._version = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._responses: dict[str, Any] = {}
@@ -80,6 +101,7 @@ class SharedWatch:
     def close(self) -> None:
         """Stop both streams."""
         self._stop.set()
+        self.poke()
         for resp in list(self._responses.values()):
             _shutdown(resp)
         for thread in self._threads:
@@ -88,53 +110,86 @@ class SharedWatch:
 
     # -- cache reads -------------------------------------------------------------------
 
-    @property
-    def version(self) -> int:
-        """A counter bumped on every change of the cache."""
-        with self._cond:
-            return self._version
-
     def snapshot(self, job_name: str, job_uid: str) -> tuple[Obj | None, list[Obj]]:
         """The Job (if its uid is ``job_uid``) and its pods, newest first."""
         with self._cond:
             job = self._objects["jobs"].get(job_name)
             if job is not None and (job.get("metadata") or {}).get("uid") != job_uid:
                 job = None
-            pods = [p for p in self._objects["pods"].values() if owned_by(p, job_uid)]
+            pods = list(self._pods_by_owner.get(job_uid, {}).values())
         pods.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True)
         return job, pods
 
-    def wait(self, seen: int, timeout: float) -> int:
-        """Block until the cache changes after version ``seen`` (or ``timeout``); the new version."""
+    @contextmanager
+    def listen(self, job_names: Iterable[str]) -> Iterator[threading.Event]:
+        """An Event set whenever one of these Jobs or their pods change (or on ``poke``).
+
+        Clear it before reading ``snapshot``, then wait on it: no change is missed.
+        """
+        event = threading.Event()
+        names = list(job_names)
         with self._cond:
-            self._cond.wait_for(lambda: self._version != seen or self._stop.is_set(), timeout)
-            return self._version
+            for name in names:
+                self._listeners.setdefault(name, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._cond:
+                for name in names:
+                    listeners = self._listeners.get(name)
+                    if listeners is not None:
+                        listeners.discard(event)
+                        if not listeners:
+                            del self._listeners[name]
 
     def poke(self) -> None:
         """Wake every waiter (e.g. on cancellation)."""
         with self._cond:
-            self._version += 1
-            self._cond.notify_all()
+            self._notify(None)
 
     # -- cache writes ------------------------------------------------------------------
 
+    def _notify(self, job_name: str | None) -> None:
+        """Wake the listeners of ``job_name`` (of every Job if None); hold ``_cond``."""
+        if job_name is None:
+            groups: Iterable[set[threading.Event]] = list(self._listeners.values())
+        else:
+            groups = [self._listeners.get(job_name, set())]
+        for listeners in groups:
+            for event in listeners:
+                event.set()
+
     def _replace(self, kind: str, items: list[Obj]) -> None:
         with self._cond:
-            self._objects[kind] = {o["metadata"]["name"]: o for o in items if managed(o)}
-            self._version += 1
-            self._cond.notify_all()
+            self._objects[kind] = {o["metadata"]["name"]: slim(o) for o in items if managed(o)}
+            if kind == "pods":
+                self._pods_by_owner = {}
+                for name, pod in self._objects["pods"].items():
+                    owner = _owner(pod)
+                    if owner is not None:
+                        self._pods_by_owner.setdefault(owner[1], {})[name] = pod
+            self._notify(None)
 
     def _apply(self, kind: str, event_type: str, obj: Obj) -> None:
         name = (obj.get("metadata") or {}).get("name")
         if not name or not managed(obj):
             return
+        obj = slim(obj)
+        owner = _owner(obj) if kind == "pods" else None
         with self._cond:
             if event_type == "DELETED":
                 self._objects[kind].pop(name, None)
             else:
                 self._objects[kind][name] = obj
-            self._version += 1
-            self._cond.notify_all()
+            if owner is not None:
+                pods = self._pods_by_owner.setdefault(owner[1], {})
+                if event_type == "DELETED":
+                    pods.pop(name, None)
+                    if not pods:
+                        del self._pods_by_owner[owner[1]]
+                else:
+                    pods[name] = obj
+            self._notify(owner[0] if owner is not None else name if kind == "jobs" else None)
 
     # -- the streams ---------------------------------------------------------------------
 

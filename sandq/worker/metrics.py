@@ -1,0 +1,133 @@
+"""The worker's Prometheus metrics: executions, waits, run times, Kubernetes API errors, queues.
+
+Executions are counted from Celery's task signals in the pool process that ran them; with
+``sandq worker`` those processes write to prometheus_client's multiprocess files and the main
+process serves the sum (see ``sandq.worker.metrics_server``). Queue depths are read from Redis
+at scrape time by ``QueueCollector``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from sandq.broker.app import EXECUTE_TASK
+from sandq.broker.client import Client
+from sandq.broker.introspection import snapshot
+from sandq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+EXECUTIONS = Counter(
+    "sandq_executions", "Executions finished, by status, backend and tenant.", ["status", "backend", "tenant"]
+)
+QUEUE_WAIT = Histogram(
+    "sandq_queue_wait_seconds",
+    "Seconds from enqueueing to the sandbox starting.",
+    ["backend"],
+    buckets=_SECONDS,
+)
+RUN_TIME = Histogram("sandq_run_seconds", "Seconds a sandbox ran.", ["backend"], buckets=_SECONDS)
+IN_FLIGHT = Gauge(
+    "sandq_worker_in_flight", "Executions this worker is handling now.", multiprocess_mode="livesum"
+)
+API_ERRORS = Counter(
+    "sandq_kubernetes_api_errors",
+    "Failed Kubernetes API calls, by verb and HTTP status code.",
+    ["verb", "code"],
+)
+
+
+def record_api_error(verb: str, code: int | str) -> None:
+    """Count one failed Kubernetes API call (``code``: the HTTP status, or a word like ``timeout``)."""
+    API_ERRORS.labels(verb=verb, code=str(code)).inc()
+
+
+def record_result(result: Mapping[str, Any]) -> None:
+    """Count one finished execution (an ``ExecutionResult`` as JSON) and observe its times."""
+    backend = str(result.get("backend") or "none")
+    EXECUTIONS.labels(status=str(result["status"]), backend=backend, tenant=str(result.get("tenant"))).inc()
+    for histogram, key in ((QUEUE_WAIT, "queue_seconds"), (RUN_TIME, "run_seconds")):
+        seconds = result.get(key)
+        if isinstance(seconds, int | float):
+            histogram.labels(backend=backend).observe(max(float(seconds), 0.0))
+
+
+def _is_execution(sender: object) -> bool:
+    return getattr(sender, "name", None) == EXECUTE_TASK
+
+
+@task_prerun.connect
+def _task_started(sender: object = None, **_: object) -> None:
+    if _is_execution(sender):
+        IN_FLIGHT.inc()
+
+
+@task_postrun.connect
+def _task_finished(sender: object = None, retval: object = None, **_: object) -> None:
+    """A returned result is counted; a retry (``retval`` is the exception) is not."""
+    if _is_execution(sender):
+        IN_FLIGHT.dec()
+        if isinstance(retval, Mapping) and "status" in retval:
+            record_result(retval)
+
+
+@worker_process_shutdown.connect
+def _process_gone(pid: int | None = None, **_: object) -> None:
+    """Drop this pool process's live gauges from the sum once it exits."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+
+class QueueCollector(Collector):
+    """Queue depth by queue and tenant, queued and running executions by tenant: Redis reads per scrape.
+
+    These are deployment-wide: every worker reports the same values (aggregate with ``max``).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the queues now; if that fails, report ``sandq_redis_up 0`` and nothing else."""
+        up = GaugeMetricFamily("sandq_redis_up", "1 if Redis answered this scrape's queue reads, else 0.")
+        try:
+            if self._client is None:
+                self._client = Client(self.settings)
+            state = snapshot(self._client, worker_timeout=None)
+        except Exception as error:  # the execution metrics must still be served
+            log.warning("metrics: could not read the queues: %r", error)
+            up.add_metric([], 0)
+            yield up
+            return
+        depth = GaugeMetricFamily(
+            "sandq_queue_depth", "Messages waiting in a queue (all priorities).", labels=["queue", "tenant"]
+        )
+        queued = GaugeMetricFamily(
+            "sandq_queued_executions", "Admitted executions not started yet.", labels=["tenant"]
+        )
+        in_flight = GaugeMetricFamily(
+            "sandq_in_flight_executions", "Executions running now on all workers.", labels=["tenant"]
+        )
+        for row in state.tenants:
+            depth.add_metric([row.queue, row.tenant], row.messages)
+            queued.add_metric([row.tenant], row.queued)
+            in_flight.add_metric([row.tenant], row.in_flight)
+        reserved = GaugeMetricFamily(
+            "sandq_reserved_messages",
+            "Messages delivered to workers and not acknowledged yet.",
+            value=state.reserved_by_workers,
+        )
+        up.add_metric([], 1)
+        yield from (depth, queued, in_flight, reserved, up)
