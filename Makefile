@@ -21,9 +21,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-venv: $(BIN)/python
-	@$(BIN)/python -c "import sandq, kmock, google.adk, trustme" 2>/dev/null || \
-	  $(BIN)/pip install -q -r requirements.lock -e ".[dev]"
+venv: $(VENV)/.installed
+
+# Reinstalled whenever the lock file or the project's dependencies change.
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.lock -e ".[dev]"
+	touch $@
 
 run: install
 	$(BIN)/python scripts/demo.py
