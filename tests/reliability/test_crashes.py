@@ -44,7 +44,6 @@ CHILD_KILL_BOUND = 15.0
 SLACK_SECONDS = 10.0
 """Room for a busy 2-core machine past the configured bound (a free slot, a sandbox start)."""
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the gVisor backend needs root")
 
 
 @dataclass(frozen=True)

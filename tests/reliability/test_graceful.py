@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 import redis
 
 from sandq import Client, ExecutionRequest, Status
 from sandq.broker.routing import tenant_queues
 from tests.conftest import RedisServer, make_settings
 from tests.reliability.conftest import Crashes, ProbedWorker, sandboxes, unacked_of, wait_for
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the gVisor backend needs root")
 
 
 def test_sigterm_drains_in_flight_executions_and_the_warm_pool(

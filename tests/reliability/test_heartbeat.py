@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import redis
 from celery.worker import state
 
@@ -52,7 +50,6 @@ def test_a_beat_refreshes_only_messages_still_unacknowledged(tmp_path: Path) -> 
         server.stop()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the gVisor backend needs root")
 def test_an_execution_longer_than_the_visibility_timeout_runs_once(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from sandq import Client, ExecutionRequest, Status
 from tests.conftest import RedisServer, make_settings
 from tests.reliability.conftest import ProbedWorker
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the gVisor backend needs root")
 
 SUBMISSIONS = 24
 
