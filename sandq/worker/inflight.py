@@ -76,6 +76,21 @@ class InFlight:
         )
         return Verdict(int(verdict))
 
+    def retry_delay(self, verdict: Verdict, tenant: str) -> float:
+        """How long a refused execution waits before asking again.
+
+        A tenant told to yield (another tenant or interactive work waits) backs off; a tenant
+        with nothing running asks again soon, so that it takes the next free slot. Everyone
+        else waits ``cap_retry_seconds``.
+        """
+        base = self.settings.cap_retry_seconds
+        if verdict in (Verdict.FAIR_SHARE, Verdict.INTERACTIVE_WAITING):
+            return 4 * base
+        now = float(self.redis.time()[0])
+        if int(self.redis.zcount(self.keys.in_flight_for(tenant), now, "+inf")) == 0:
+            return base / 5
+        return base
+
     def renew(self, execution_id: str, tenant: str) -> bool:
         """Extend the lease; False if it had run out (the slot may be someone else's)."""
         keys = [self.keys.in_flight, self.keys.in_flight_for(tenant)]

@@ -112,9 +112,10 @@ def execute_task(self: Task[Any, Any], payload: dict[str, Any], cap_waits: int =
             gates.admission.withdraw(submission.id, tenant)
             return cancelled_before_start(submission, tenant).model_dump(mode="json")
         priority = priority_of((self.request.delivery_info or {}).get("priority"))
-        if gates.in_flight.acquire(submission.id, tenant, priority) is not Verdict.ACQUIRED:
+        verdict = gates.in_flight.acquire(submission.id, tenant, priority)
+        if verdict is not Verdict.ACQUIRED:
             raise self.retry(
-                countdown=settings.cap_retry_seconds, kwargs={"cap_waits": cap_waits + 1}
+                countdown=gates.in_flight.retry_delay(verdict, tenant), kwargs={"cap_waits": cap_waits + 1}
             )
         with gates.in_flight.held(submission.id, tenant):
             return _run(self, submission, settings, int(self.request.retries) - cap_waits)

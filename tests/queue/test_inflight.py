@@ -59,6 +59,22 @@ def test_a_waiting_tenant_gets_the_next_slot(queue_settings: SettingsFactory) ->
     assert sem.acquire("b1", "b", "batch") is Verdict.ACQUIRED
 
 
+def test_refused_executions_of_a_starved_tenant_ask_again_sooner(queue_settings: SettingsFactory) -> None:
+    settings = queue_settings(max_in_flight=2, cap_retry_seconds=0.05)
+    sem = InFlight(settings, raw_redis(settings))
+    assert sem.acquire("a1", "a", "batch") is Verdict.ACQUIRED
+    assert sem.acquire("a2", "a", "batch") is Verdict.ACQUIRED
+    refused_b = sem.acquire("b1", "b", "batch")
+    assert refused_b is Verdict.GLOBAL_CAP
+    assert sem.retry_delay(refused_b, "b") == 0.05 / 5  # b runs nothing: it polls fast
+    refused_a = sem.acquire("a3", "a", "batch")
+    assert sem.retry_delay(refused_a, "a") == 0.05  # a runs two: the usual pace
+    sem.release("a1", "a")
+    yielded = sem.acquire("a3", "a", "batch")
+    assert yielded is Verdict.FAIR_SHARE
+    assert sem.retry_delay(yielded, "a") == 4 * 0.05  # told to yield to b: it backs off
+
+
 def test_interactive_waiting_goes_before_batch(queue_settings: SettingsFactory) -> None:
     settings = queue_settings(max_in_flight=1)
     sem = InFlight(settings, raw_redis(settings))
