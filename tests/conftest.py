@@ -108,6 +108,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def listed_sandboxes(settings: Settings) -> list[str]:
+    """The sandbox ids ``runsc list`` shows under the settings' state directory."""
+    return subprocess.run(
+        ["runsc", "--root", str(settings.runsc_root), "list", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
 class WorkerProcess:
     """A real ``sandq worker`` process."""
 

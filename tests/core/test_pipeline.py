@@ -12,7 +12,7 @@ import pytest
 
 from sandq import Client, ExecutionRequest, File, Settings, Status
 from sandq.broker.app import EXECUTE_TASK
-from tests.conftest import CANARY, WorkerProcess
+from tests.conftest import CANARY, WorkerProcess, listed_sandboxes
 
 pytestmark = pytest.mark.usefixtures("worker")
 WAIT = 120
@@ -69,12 +69,7 @@ def assert_no_trace(settings: Settings, name: str) -> None:
     """Teardown runs after the result is sent; within seconds, nothing of the sandbox is left."""
 
     def traces() -> list[str]:
-        listed = subprocess.run(
-            ["runsc", "--root", str(settings.runsc_root), "list", "--quiet"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        listed = listed_sandboxes(settings)
         procs = subprocess.run(
             ["pgrep", "-f", name], capture_output=True, text=True, check=False
         ).stdout.split()

@@ -14,7 +14,7 @@ import pytest
 from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.worker.gvisor import GVisorBackend
 from sandq.worker.local_sandbox import SANDBOX_PREFIX
-from tests.conftest import RedisServer, WorkerProcess, make_settings
+from tests.conftest import RedisServer, WorkerProcess, listed_sandboxes, make_settings
 
 
 def running_sandboxes(settings: Settings) -> list[str]:
@@ -110,12 +110,7 @@ def test_no_warm_sandbox_outlives_a_killed_worker(tmp_path: Path, redis_server: 
         worker.wait_ready(client)
         result = client.run(ExecutionRequest(code="print('fresh')"), timeout=120)
         assert result.status is Status.SUCCEEDED
-        listed = subprocess.run(
-            ["runsc", "--root", str(settings.runsc_root), "list", "--quiet"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        listed = listed_sandboxes(settings)
         assert not set(names) & set(listed)
         # A dead worker's leftovers are swept by the new worker's processes (at start and periodically).
         wait_for(lambda: not any((settings.bundle_dir / n).exists() for n in names), timeout=30)

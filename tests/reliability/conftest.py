@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from sandq.settings import Settings
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO, listed_sandboxes, settings_env
 from tests.reliability.probe import probe_key
 
 RESULTS_FILE = REPO / "benchmarks" / "results" / "redelivery.json"
@@ -160,12 +160,7 @@ def unacked_of(client: redis.Redis, queues: set[str]) -> list[str]:
 
 def sandboxes(settings: Settings) -> tuple[list[str], list[str]]:
     """(what ``runsc list`` shows under the test's root, what is in the bundle directory)."""
-    listed = subprocess.run(
-        ["runsc", "--root", str(settings.runsc_root), "list", "--quiet"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listed = listed_sandboxes(settings)
     bundles = sorted(p.name for p in settings.bundle_dir.iterdir()) if settings.bundle_dir.exists() else []
     return listed, bundles
 

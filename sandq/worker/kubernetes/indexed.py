@@ -27,7 +27,6 @@ from sandq.worker.kubernetes import classify
 from sandq.worker.kubernetes.creating import Launched, LaunchRejected, launch_objects
 from sandq.worker.kubernetes.deleting import delete_job
 from sandq.worker.kubernetes.manifests import (
-    CONTAINER,
     EXECUTION_LABEL,
     MANAGED_BY,
     MANAGED_BY_VALUE,
@@ -35,6 +34,7 @@ from sandq.worker.kubernetes.manifests import (
     TENANT_LABEL,
     Manifest,
     owner_reference,
+    pod_failure_policy,
     pod_spec,
 )
 from sandq.worker.kubernetes.watching import Obj
@@ -152,8 +152,13 @@ def configmap_manifest(job: IndexedJob, settings: Settings, job_uid: str) -> Man
             binary[key] = base64.b64encode(content).decode("ascii")
     metadata = _metadata(job, settings)
     metadata["ownerReferences"] = [owner_reference(job.name, job_uid)]
-    manifest: Manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "immutable": True,
-                          "data": text}
+    manifest: Manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "immutable": True,
+        "data": text,
+    }
     if binary:
         manifest["binaryData"] = binary
     return manifest
@@ -172,24 +177,11 @@ def job_manifest(job: IndexedJob, settings: Settings) -> Manifest:
             "parallelism": min(settings.indexed_parallelism, len(job.ids)),
             "backoffLimitPerIndex": 0,
             "activeDeadlineSeconds": active_deadline_seconds(job, settings),
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                    {
-                        "action": "FailIndex",
-                        "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]},
-                    },
-                ]
-            },
+            "podFailurePolicy": pod_failure_policy("FailIndex"),
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
                 "metadata": {"labels": dict(metadata["labels"])},
-                "spec": pod_spec(
-                    job.template, settings, job.name, runner_command(POD_PYTHON, INDEXED_SPEC)
-                ),
+                "spec": pod_spec(job.template, settings, job.name, runner_command(POD_PYTHON, INDEXED_SPEC)),
             },
         },
     }
@@ -237,17 +229,26 @@ class _Batch:
 
     def emit(self, running: _Running, index: int, report: SandboxReport) -> None:
         execution_id = running.pending.pop(index)
-        self.on_result(execution_id, report.model_copy(update={
-            "sandbox_name": f"{running.launched.name}[{index}]", "started_at": self.started,
-            "finished_at": now()}))
+        self.on_result(
+            execution_id,
+            report.model_copy(
+                update={
+                    "sandbox_name": f"{running.launched.name}[{index}]",
+                    "started_at": self.started,
+                    "finished_at": now(),
+                }
+            ),
+        )
 
     def launch(self, job: IndexedJob) -> _Running | None:
         """Create the Job and its ConfigMap; on failure every snippet of it ends as an error."""
         api = self.backend.api
         try:
             launched = launch_objects(
-                api, job_manifest(job, api.settings),
-                lambda uid: configmap_manifest(job, api.settings, uid), EXECUTION_IDS_ANNOTATION,
+                api,
+                job_manifest(job, api.settings),
+                lambda uid: configmap_manifest(job, api.settings, uid),
+                EXECUTION_IDS_ANNOTATION,
             )
         except (LaunchRejected, InfrastructureFault) as error:
             for execution_id in job.ids:
@@ -282,8 +283,13 @@ class _Batch:
             elif (blocked := _blocked(mine, backend.settings)) is not None:
                 self.emit(running, index, _error(blocked))
             elif settled or (finished and not mine):
-                self.emit(running, index, backend.finish(job, mine[0], request) if mine else _error(
-                    f"the Job ended before index {index} started"))
+                self.emit(
+                    running,
+                    index,
+                    backend.finish(job, mine[0], request)
+                    if mine
+                    else _error(f"the Job ended before index {index} started"),
+                )
             elif time.monotonic() >= running.backstop:
                 self.emit(running, index, backend.backstop_report(mine))
         if running.pending:

@@ -30,6 +30,21 @@ _SAFE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,58}[a-z0-9])?$")
 _NAME_MAX = 63
 
 
+def pod_failure_policy(on_failure: str) -> dict[str, Any]:
+    """The Job's pod failure policy: disruptions (eviction, preemption) are ignored, not the user's fault;
+    a failed run ends with ``on_failure``.
+    """
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": on_failure,
+                "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]},
+            },
+        ]
+    }
+
+
 def object_name(execution_id: str) -> str:
     """The deterministic name of the Job and ConfigMap of one execution.
 
@@ -189,18 +204,7 @@ def job_manifest(request: ExecutionRequest, settings: Settings, execution_id: st
         "spec": {
             "activeDeadlineSeconds": active_deadline_seconds(request, settings),
             "backoffLimit": 0,
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]},
-                    },
-                ]
-            },
+            "podFailurePolicy": pod_failure_policy("FailJob"),
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "template": {
                 "metadata": {
