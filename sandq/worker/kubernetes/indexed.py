@@ -10,7 +10,6 @@ delete Job (three writes for the whole Job) and one log read per snippet.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -33,6 +32,7 @@ from sandq.worker.kubernetes.manifests import (
     POD_PYTHON,
     TENANT_LABEL,
     Manifest,
+    config_map,
     owner_reference,
     pod_failure_policy,
     pod_spec,
@@ -143,25 +143,9 @@ def configmap_manifest(job: IndexedJob, settings: Settings, job_uid: str) -> Man
     files = {RUNNER_FILE: runner_source()}
     for index, request in enumerate(job.requests):
         files.update(indexed_files(request, settings, index))
-    text: dict[str, str] = {}
-    binary: dict[str, str] = {}
-    for key, content in files.items():
-        try:
-            text[key] = content.decode("utf-8")
-        except UnicodeDecodeError:
-            binary[key] = base64.b64encode(content).decode("ascii")
     metadata = _metadata(job, settings)
     metadata["ownerReferences"] = [owner_reference(job.name, job_uid)]
-    manifest: Manifest = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata,
-        "immutable": True,
-        "data": text,
-    }
-    if binary:
-        manifest["binaryData"] = binary
-    return manifest
+    return config_map(files, metadata)
 
 
 def job_manifest(job: IndexedJob, settings: Settings) -> Manifest:

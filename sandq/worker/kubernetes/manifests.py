@@ -84,19 +84,15 @@ def owner_reference(job_name: str, job_uid: str) -> Manifest:
     return {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}
 
 
-def configmap_manifest(
-    request: ExecutionRequest, settings: Settings, execution_id: str, job_uid: str
-) -> Manifest:
-    """The ConfigMap with the sandbox files (code, runner, spec, inputs), owned by the Job."""
+def config_map(files: dict[str, bytes], metadata: Manifest) -> Manifest:
+    """An immutable ConfigMap holding ``files``: UTF-8 ones as ``data``, the others as ``binaryData``."""
     text: dict[str, str] = {}
     binary: dict[str, str] = {}
-    for key, content in sandbox_files(request, settings).items():
+    for key, content in files.items():
         try:
             text[key] = content.decode("utf-8")
         except UnicodeDecodeError:
             binary[key] = base64.b64encode(content).decode("ascii")
-    metadata = _metadata(request, settings, execution_id)
-    metadata["ownerReferences"] = [owner_reference(object_name(execution_id), job_uid)]
     manifest: Manifest = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -107,6 +103,15 @@ def configmap_manifest(
     if binary:
         manifest["binaryData"] = binary
     return manifest
+
+
+def configmap_manifest(
+    request: ExecutionRequest, settings: Settings, execution_id: str, job_uid: str
+) -> Manifest:
+    """The ConfigMap with the sandbox files (code, runner, spec, inputs), owned by the Job."""
+    metadata = _metadata(request, settings, execution_id)
+    metadata["ownerReferences"] = [owner_reference(object_name(execution_id), job_uid)]
+    return config_map(sandbox_files(request, settings), metadata)
 
 
 def active_deadline_seconds(request: ExecutionRequest, settings: Settings) -> int:
