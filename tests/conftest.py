@@ -119,34 +119,45 @@ def listed_sandboxes(settings: Settings) -> list[str]:
 
 
 class WorkerProcess:
-    """A real ``sandq worker`` process."""
+    """A real worker process (``sandq worker`` unless ``args`` say otherwise)."""
 
-    def __init__(self, settings: Settings, log: Path, extra_env: dict[str, str] | None = None) -> None:
+    ready_seconds = 60.0
+    stop_seconds = 60.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        log: Path,
+        extra_env: dict[str, str] | None = None,
+        args: tuple[str, ...] = ("-m", "sandq", "worker", "--loglevel", "INFO"),
+    ) -> None:
         env = settings_env(settings)
         env.update(extra_env or {})
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandq", "worker", "--loglevel", "INFO"],
-            env=env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
+            [sys.executable, *args], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO
         )
 
-    def wait_ready(self, client: Client, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_ready(self, client: Client | None = None, timeout: float | None = None) -> None:
+        """Wait until the worker answers a ping through ``client``, or else logs that it is ready."""
+        deadline = time.monotonic() + (timeout or self.ready_seconds)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            if client.app.control.ping(timeout=0.5):
+            if client is not None and client.app.control.ping(timeout=0.5):
                 return
+            if client is None:
+                if b" ready." in self.log.read_bytes():
+                    return
+                time.sleep(0.1)
         raise RuntimeError(f"worker not ready: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
+        """SIGTERM (a warm shutdown), then SIGKILL after ``stop_seconds``."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(60)
+                self.proc.wait(self.stop_seconds)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,42 +11,19 @@ import redis
 
 from sandq.broker.client import Client
 from sandq.settings import Settings
-from tests.conftest import REPO, RedisServer, make_settings, settings_env
+from tests.conftest import RedisServer, WorkerProcess, make_settings
 
 WAIT = 60
 
 
-class SimWorker:
+class SimWorker(WorkerProcess):
     """A real ``sandq worker`` process on the simulated backend, with a threads pool."""
 
+    stop_seconds = 30.0
+
     def __init__(self, settings: Settings, log: Path, concurrency: int) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sandq", "worker", "--pool", "threads", f"--concurrency={concurrency}"],
-            env=settings_env(settings),
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            if b"ready." in self.log.read_bytes():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        args = ("-m", "sandq", "worker", "--pool", "threads", f"--concurrency={concurrency}")
+        super().__init__(settings, log, args=args)
 
 
 SettingsFactory = Callable[..., Settings]

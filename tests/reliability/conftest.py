@@ -8,7 +8,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,34 +17,22 @@ from typing import Any
 import redis
 
 from sandq.settings import Settings
-from tests.conftest import REPO, listed_sandboxes, settings_env
+from tests.conftest import REPO, WorkerProcess, listed_sandboxes
 from tests.reliability.probe import probe_key
 
 RESULTS_FILE = REPO / "benchmarks" / "results" / "redelivery.json"
 
 
-class ProbedWorker:
+class ProbedWorker(WorkerProcess):
     """A real ``sandq worker`` process whose task starts are recorded (see ``probe.py``)."""
 
-    def __init__(self, settings: Settings, log: Path, concurrency: int) -> None:
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.probe", "worker", f"--concurrency={concurrency}"],
-            env=settings_env(settings),
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+    ready_seconds = 120.0
+    stop_seconds = 90.0
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            if b" ready." in self.log.read_bytes():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"worker not ready: {self.log.read_text()[-3000:]}")
+    def __init__(self, settings: Settings, log: Path, concurrency: int) -> None:
+        super().__init__(
+            settings, log, args=("-m", "tests.reliability.probe", "worker", f"--concurrency={concurrency}")
+        )
 
     def pool_pids(self) -> set[int]:
         """The worker's pool processes."""
@@ -63,15 +50,6 @@ class ProbedWorker:
             os.kill(pid, signal.SIGKILL)
         self.proc.wait()
         return pids
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @dataclass(frozen=True)
