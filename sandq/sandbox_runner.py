@@ -9,28 +9,34 @@ treats it as a report of that code's own outcome and caps its size.
 Usage: ``python3 sandbox_runner.py SPEC.json`` reads the job from files beside
 the spec (a Kubernetes ConfigMap; in an Indexed Job, ``{index}`` in the path
 stands for the pod's ``JOB_COMPLETION_INDEX``); ``python3 sandbox_runner.py -`` signals
-readiness with one byte on stderr, then reads the job as one JSON document
+readiness with one byte on stderr, then reads the job as one ``marshal`` document
 from stdin (a local sandbox, possibly started ahead of time). Empty stdin
 means the sandbox is no longer wanted: it exits at once.
 """
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # ``signal`` would import enum
 import atexit
 import binascii
 import contextlib
 import io
-import json
+import marshal
 import os
-import selectors
-import signal
+import select
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
 
-# Imports are slow under gVisor's ptrace platform: modules that only some
-# executions need (mimetypes, traceback, threading) are imported lazily.
+# Imports are slow under gVisor's ptrace platform (tens of ms for json, typing or
+# selectors, which pull in re and enum), and every execution pays for them. The runner
+# imports only modules that the interpreter has loaded at start-up or that are built in;
+# those that only some executions need (json, mimetypes, traceback, threading) are
+# imported where they are used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any, NoReturn
 
 FRAME_BEGIN = "\n=====SANDQ-RESULT-BEGIN=====\n"
 FRAME_END = "\n=====SANDQ-RESULT-END=====\n"
@@ -83,6 +89,8 @@ class Job:
 
 def job_from_files(spec_path: str) -> Job:
     """The job laid out as files: spec.json, the code and ``in-N`` beside it."""
+    import json
+
     spec_dir = os.path.dirname(spec_path)
     with open(spec_path) as handle:
         spec = json.load(handle)
@@ -96,14 +104,13 @@ def job_from_files(spec_path: str) -> Job:
 
 
 def job_from_stdin() -> Job | None:
-    """Signal readiness, then read the job document; None on empty stdin."""
+    """Signal readiness, then read the job (``marshal``, from the host); None on empty stdin."""
     os.write(2, READY)
     data = sys.stdin.buffer.read()
     if not data:
         return None
-    doc = json.loads(data)
-    inputs = [(item["name"], binascii.a2b_base64(item["content"])) for item in doc["inputs"]]
-    return Job(doc["spec"], doc["code"].encode("utf-8"), inputs)
+    doc = marshal.loads(data)  # noqa: S302 (written by the host, which the sandbox trusts)
+    return Job(doc["spec"], doc["code"], [(name, content) for name, content in doc["inputs"]])
 
 
 def _stage_inputs(inputs: list[tuple[str, bytes]]) -> None:
@@ -122,7 +129,7 @@ def _user_main(source: bytes, out_w: int, err_w: int) -> NoReturn:
     interpreter saves a whole interpreter start-up inside the sandbox.
     """
     os.setsid()
-    _restore_signals()
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, _SAVED_MASK)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_w, 1)
@@ -141,16 +148,11 @@ def _user_main(source: bytes, out_w: int, err_w: int) -> NoReturn:
     sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr  # type: ignore[misc]
     sys.argv = [CODE_NAME]
     sys.path.insert(0, WORKDIR)
+    main = _main_module(source)
     exit_code = 0
     try:
-        _remember_source(source)
         compiled = compile(source, CODE_NAME, "exec", dont_inherit=True)
-        namespace: dict[str, Any] = {
-            "__name__": "__main__",
-            "__file__": CODE_NAME,
-            "__builtins__": __builtins__,
-        }
-        exec(compiled, namespace)
+        exec(compiled, main.__dict__)
     except SystemExit as stop:
         exit_code = _exit_status(stop)
     except BaseException as error:  # the user's code failed: report it like Python does
@@ -170,38 +172,44 @@ def _user_main(source: bytes, out_w: int, err_w: int) -> NoReturn:
     os._exit(exit_code)
 
 
-_SAVED_HANDLERS: dict[int, Any] = {}
-_UNTOUCHED_SIGNALS = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+_SAVED_MASK: set[int] = set()
+_UNTOUCHED_SIGNALS = {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD}
 
 
-def _ignore_signals() -> None:
+def _block_signals() -> None:
     """Make the runner deaf to signals the user's code may send it (all run as one uid).
 
     A SIGTERM, SIGINT or SIGHUP aimed at the runner (e.g. ``os.kill(os.getppid(), ...)``)
     would otherwise end the sandbox without a report, which the host must treat as an
     infrastructure fault and retry. Linux ignores such signals for a PID namespace's
-    init; gVisor does not. SIGKILL and SIGSTOP cannot be ignored.
+    init; gVisor does not. Blocked, they stay pending until the runner exits; the user's
+    process gets the mask back (one system call each, where ignoring and restoring every
+    signal took a hundred). SIGKILL and SIGSTOP cannot be blocked.
     """
-    for sig in signal.valid_signals():
-        if sig in _UNTOUCHED_SIGNALS:
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            _SAVED_HANDLERS[sig] = signal.signal(sig, signal.SIG_IGN)
+    blocked = set(_signal.valid_signals()) - _UNTOUCHED_SIGNALS
+    _SAVED_MASK.update(_signal.pthread_sigmask(_signal.SIG_BLOCK, blocked))
 
 
-def _restore_signals() -> None:
-    """In the user's process: the signal dispositions a fresh interpreter has."""
-    for sig, handler in _SAVED_HANDLERS.items():
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+class _SourceLoader:
+    """The user's module's ``__loader__``: lets tracebacks, warnings and ``inspect`` quote its lines.
+
+    ``linecache`` asks for them only when it needs them, so a run without a traceback
+    does not import it (and tokenize, re and enum with it).
+    """
+
+    def __init__(self, source: bytes) -> None:
+        self.source = source
+
+    def get_source(self, name: str) -> str:
+        return self.source.decode("utf-8", errors="replace")
 
 
-def _remember_source(source: bytes) -> None:
-    """Let tracebacks quote the code's lines, whether or not it exists as a file."""
-    import linecache
-
-    lines = source.decode("utf-8", errors="replace").splitlines(keepends=True)
-    linecache.cache[CODE_NAME] = (len(source), None, lines, CODE_NAME)
+def _main_module(source: bytes) -> ModuleType:
+    """A fresh ``__main__`` module for the user's code, as ``python main.py`` makes."""
+    main = type(sys)("__main__")
+    main.__dict__.update(__file__=CODE_NAME, __loader__=_SourceLoader(source), __builtins__=__builtins__)
+    sys.modules["__main__"] = main
+    return main
 
 
 def _exit_status(stop: SystemExit) -> int:
@@ -263,11 +271,12 @@ def capture_streams(
     truncated = {out_fd: False, err_fd: False}
     stop: str | None = None
     drain_end: float | None = None
-    sel = selectors.DefaultSelector()
+    poller = select.poll()
+    open_fds = set(buffers)
     for fd in buffers:
         os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ)
-    while sel.get_map() and stop is None:
+        poller.register(fd, select.POLLIN)
+    while open_fds and stop is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             stop = "timed_out"
@@ -283,17 +292,17 @@ def capture_streams(
             remaining = min(remaining, 0.2, drain_end - now)
         else:  # notice the exit even while a grandchild holds the pipes open and silent
             remaining = min(remaining, EXIT_POLL_SECONDS)
-        events = sel.select(timeout=remaining)
+        events = poller.poll(remaining * 1000)
         if not events and done:
             break
-        for key, _ in events:
-            fd = int(key.fd)
+        for fd, _ in events:
             try:
                 chunk = os.read(fd, 65536)
             except BlockingIOError:
                 continue
             if not chunk:
-                sel.unregister(fd)
+                poller.unregister(fd)
+                open_fds.discard(fd)
                 continue
             buf = buffers[fd]
             room = limits[fd] - len(buf)
@@ -302,17 +311,20 @@ def capture_streams(
                 truncated[fd] = True
                 stop = "output_limit_exceeded"
             elif end_marker and fd == out_fd and buf.endswith(end_marker):
-                sel.close()
                 return bytes(buf), bytes(buffers[err_fd]), False, truncated[err_fd], None
-    sel.close()
     return bytes(buffers[out_fd]), bytes(buffers[err_fd]), truncated[out_fd], truncated[err_fd], stop
 
 
 def _kill_everything(child: _Child) -> None:
-    """Kill the child and every process it left behind (all run as our uid)."""
-    for target in (-child.pid, -1):
+    """Kill the child and every process it left behind (all run as our uid).
+
+    Signalling -1 reaches every process we may signal: only as the sandbox's init (pid 1, in a
+    pid namespace of its own) does that mean "everything the user's code started"; run by hand
+    on a host, the runner must not kill the host's processes.
+    """
+    for target in (-child.pid, -1) if os.getpid() == 1 else (-child.pid,):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(target, signal.SIGKILL)
+            os.kill(target, _signal.SIGKILL)
     child.wait()
 
 
@@ -347,7 +359,7 @@ def run(job: Job) -> dict[str, Any]:
     _stage_inputs(job.inputs)
     deadline = time.monotonic() + float(spec["timeout_seconds"])
     oom_before = _oom_kills()
-    _ignore_signals()
+    _block_signals()
     child = _Child(job.code)
     cap = int(spec["max_output_bytes"])
     stdout, stderr, out_cut, err_cut, stop = capture_streams(
@@ -363,7 +375,7 @@ def run(job: Job) -> dict[str, Any]:
     exit_code = 128 - code if code < 0 else code
     if stop is not None:
         status = stop
-    elif code == -signal.SIGKILL and _oom_kills() > oom_before >= 0:
+    elif code == -_signal.SIGKILL and _oom_kills() > oom_before >= 0:
         status = "oom_killed"
     else:
         status = "succeeded" if code == 0 else "failed"
@@ -380,6 +392,41 @@ def run(job: Job) -> dict[str, Any]:
     }
 
 
+def _quote(text: str) -> str:
+    """``text`` as a JSON string, escaped to ASCII as ``json.dumps`` does."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return '"' + "".join(c if " " <= c <= "~" and c not in '"\\' else _escape(c) for c in text) + '"'
+
+
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code > 0xFFFF:  # a surrogate pair, as JSON spells characters beyond the BMP
+        code -= 0x10000
+        return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+    return f"\\u{code:04x}"
+
+
+def to_json(value: object) -> str:
+    """The result document as JSON (dicts, lists, bools, ints, strings), without importing json."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(to_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_quote(key)}: {to_json(item)}" for key, item in value.items()) + "}"
+    raise TypeError(f"not in a result document: {type(value).__name__}")
+
+
 def spec_path(argument: str) -> str:
     """The spec file named by ``argument``, with an Indexed Job pod's own index put in."""
     if INDEX_PLACEHOLDER not in argument:
@@ -393,7 +440,7 @@ def main() -> None:
     if job is None:
         return
     document = run(job)
-    sys.stdout.write(FRAME_BEGIN + json.dumps(document) + FRAME_END)
+    sys.stdout.write(FRAME_BEGIN + to_json(document) + FRAME_END)
     sys.stdout.flush()
 
 

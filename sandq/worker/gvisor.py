@@ -62,6 +62,12 @@ class GVisorBackend(Backend):
 
     def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
         """Run ``request`` in a sandbox used for nothing else, then remove every trace of it."""
+        if self.pool is None:
+            return self._run(execution_id, request)
+        with self.pool.busy():  # the pool refills only between executions
+            return self._run(execution_id, request)
+
+    def _run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
         try:
             sandbox = self._sandbox_for(request)
         except OSError as error:

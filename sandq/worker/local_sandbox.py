@@ -49,11 +49,16 @@ class LocalSandbox:
         )
         self._ready = False
 
+    def ready_to_read(self, timeout: float) -> bool:
+        """True once the runner's stderr has something to read (its readiness byte, or an error)."""
+        assert self.proc.stderr is not None
+        readable, _, _ = select.select([self.proc.stderr], [], [], timeout)
+        return bool(readable)
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait for the runner's readiness byte; False if the sandbox died or was too slow."""
         assert self.proc.stderr is not None
-        ready, _, _ = select.select([self.proc.stderr], [], [], timeout)
-        if ready and os.read(self.proc.stderr.fileno(), 1) == READY:
+        if self.ready_to_read(timeout) and os.read(self.proc.stderr.fileno(), 1) == READY:
             self._ready = True
         return self._ready
 

@@ -127,3 +127,35 @@ def _kill_worker_tree(worker: WorkerProcess) -> None:
     for pid in [worker.proc.pid, *map(int, children)]:
         os.kill(pid, signal.SIGKILL)
     worker.proc.wait()
+
+
+def test_the_pool_refills_only_between_executions(backend: GVisorBackend) -> None:
+    pool = backend.pool
+    assert pool is not None
+    wait_for(lambda: pool.ready_count() == pool.size)
+    with pool.busy():
+        taken = [pool.take(), pool.take()]
+        time.sleep(1)
+        assert pool.ready_count() == 0
+        assert pool.take() is None, "a refill started while an execution ran"
+    for sandbox in taken:
+        assert sandbox is not None
+        sandbox.remove()
+    wait_for(lambda: pool.ready_count() == pool.size)
+
+
+def test_an_empty_pool_hands_over_the_sandbox_it_is_booting(backend: GVisorBackend) -> None:
+    pool = backend.pool
+    assert pool is not None
+    wait_for(lambda: pool.ready_count() == pool.size)
+    with pool.busy():
+        taken = [pool.take(), pool.take()]
+    wait_for(lambda: pool._booting is not None, timeout=10)
+    before = (backend.warm_starts, backend.cold_starts)
+    report = backend.run("exec", ExecutionRequest(code="print('booted for me')"))
+    assert (backend.warm_starts, backend.cold_starts) == (before[0] + 1, before[1])
+    assert report.status is Status.SUCCEEDED
+    assert report.stdout == "booted for me\n"
+    for sandbox in taken:
+        assert sandbox is not None
+        sandbox.remove()
