@@ -27,14 +27,17 @@ import redis
 from sandq import Client, Settings
 from sandq.broker.batch import ready_results
 from sandq.broker.errors import SubmissionRefused
+from sandq.broker.introspection import TenantStatus, snapshot
 from sandq.broker.keys import Keys
 from sandq.broker.routing import Priority
 from tests.conftest import RedisServer, make_settings
 from tests.queue.conftest import SimWorker
 
-RUN_SECONDS = 0.1
-"""Run time in the fairness and priority runs: 20 slots drain a 2,000 flood in 10 s at best,
-so the in-flight cap, not Celery's overhead, is what the probes queue behind."""
+RUN_SECONDS = 0.5
+"""Run time in the fairness and priority runs: 20 slots drain a 2,000 flood in 50 s. Shorter
+runs (0.1 s: 200 executions/s) saturate the 2 cores with Celery's own work, and the probes would
+measure the machine's CPU rather than the queue (a real gVisor execution costs about 0.3 s of
+CPU: this machine could not run 200 a second)."""
 BURST_RUN_SECONDS = 0.25
 """Longer runs in the burst, so that 2 cores of Celery overhead can keep 20 sandboxes busy."""
 BURST_REQUEST = {"code": "pass", "tenant": "burst", "labels": {"simulated_seconds": str(BURST_RUN_SECONDS)}}
@@ -179,12 +182,32 @@ def flood(
     return threads, ids
 
 
-def backlog(settings: Settings, client: Client, tenant: str, ids: list[str]) -> dict[str, int]:
-    """How much of a flood is still queued, and how much has finished, right now."""
-    raw = redis.Redis.from_url(settings.redis_url)
-    queued = int(raw.zcard(Keys(settings.queue).queued_for(tenant)))
-    raw.close()
-    return {"queued": queued, "finished": len(ready_results(client, ids))}
+class CpuBusy:
+    """The fraction of the machine's CPU time spent busy between ``start`` and ``stop``."""
+
+    @staticmethod
+    def _sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    def start(self) -> None:
+        self.began = self._sample()
+
+    def stop(self) -> float:
+        total, idle = self._sample()
+        return round(1 - (idle - self.began[1]) / max(1, total - self.began[0]), 2)
+
+
+def tenant_row(client: Client, tenant: str) -> TenantStatus:
+    """``sandq status``'s row for ``tenant`` (Redis reads only)."""
+    return next(row for row in snapshot(client, worker_timeout=None).tenants if row.tenant == tenant)
+
+
+def backlog(client: Client, tenant: str, ids: list[str]) -> dict[str, int]:
+    """How much of a flood is still queued (and parked), and how much has finished, right now."""
+    row = tenant_row(client, tenant)
+    return {"queued": row.queued, "parked": row.parked, "finished": len(ready_results(client, ids))}
 
 
 def drain(client: Client, submitting: list[threading.Thread], ids: list[str]) -> int:
@@ -194,54 +217,97 @@ def drain(client: Client, submitting: list[threading.Thread], ids: list[str]) ->
     return len(ids) - len(wait_all(client, ids, timeout=600))
 
 
-def fairness_and_priority(settings: Settings, probes: int, count: int) -> dict[str, object]:
-    """B alone, then B while A floods; interactive alone, then while a batch is queued."""
+def parked_at_cap(settings: Settings, worker_slots: int) -> bool:
+    """True if the in-flight cap, not the worker slots, binds: refused executions get parked."""
+    return settings.max_in_flight < worker_slots
+
+
+def fairness(
+    settings: Settings, probes: int, count: int, overlap: bool, worker_slots: int
+) -> dict[str, object]:
+    """B's queue waits alone, then while A's burst is queued ahead of it.
+
+    With ``overlap``, B starts once a quarter of A's burst is queued, while A's submitters (on
+    this same machine) still saturate the cores and the workers park A's executions at the cap;
+    without it, once the whole burst is queued and, under a cap, parked: A's steady backlog.
+    """
     client = Client(settings)
     waits(client, trickle(client, "tenant-b", 1, 0))  # the tenant's queue exists before measuring
     alone = waits(client, trickle(client, "tenant-b", probes, 0.1))
     submitting, a_ids = flood(settings, "tenant-a", count, "interactive")
-    a_when_b_starts = backlog(settings, client, "tenant-a", a_ids)
+    if not overlap:
+        for thread in submitting:
+            thread.join()
+        while parked_at_cap(settings, worker_slots) and tenant_row(client, "tenant-a").messages:
+            time.sleep(0.05)
+    a_when_b_starts = backlog(client, "tenant-a", a_ids)
+    cpu = CpuBusy()
+    cpu.start()
     b_ids = trickle(client, "tenant-b", probes, 0.1)
-    a_when_b_done = backlog(settings, client, "tenant-a", a_ids)
+    cpu_busy = cpu.stop()
+    a_when_b_done = backlog(client, "tenant-a", a_ids)
     contended = waits(client, b_ids)
     a_missing = drain(client, submitting, a_ids)
+    client.close()
+    alone_p50, contended_p50 = statistics.median(alone), statistics.median(contended)
+    return {
+        "b_p50_wait_alone_ms": ms(alone_p50),
+        "b_p50_wait_during_a_burst_ms": ms(contended_p50),
+        "b_p99_wait_during_a_burst_ms": ms(percentile(contended, 0.99)),
+        "ratio_p50": round(contended_p50 / alone_p50, 2),
+        "cpu_busy_while_b_submits": cpu_busy,
+        "a_queued_when_b_started": a_when_b_starts["queued"],
+        "a_parked_when_b_started": a_when_b_starts["parked"],
+        "a_queued_after_b_last_submitted": a_when_b_done["queued"],
+        "a_finished_after_b_last_submitted": a_when_b_done["finished"],
+        "a_lost": a_missing,
+    }
 
+
+def priority(settings: Settings, probes: int, count: int, worker_slots: int) -> dict[str, object]:
+    """Interactive queue waits alone, then while a batch of ``count`` is queued (same tenant), and
+    under a cap parked."""
+    client = Client(settings)
     waits(client, trickle(client, "bulk", 1, 0))
     interactive_alone = waits(client, trickle(client, "bulk", probes, 0.05))
     submitting, batch_ids = flood(settings, "bulk", count, "batch")
-    batch_when_starts = backlog(settings, client, "bulk", batch_ids)
+    for thread in submitting:
+        thread.join()
+    while parked_at_cap(settings, worker_slots) and tenant_row(client, "bulk").messages:
+        time.sleep(0.05)  # under a cap, the batch waits parked
+    batch_when_starts = backlog(client, "bulk", batch_ids)
     probe_ids = trickle(client, "bulk", probes, 0.05)
-    batch_when_done = backlog(settings, client, "bulk", batch_ids)
+    batch_when_done = backlog(client, "bulk", batch_ids)
     behind_batch = waits(client, probe_ids)
     batch_missing = drain(client, submitting, batch_ids)
     client.close()
-    alone_p50, contended_p50 = statistics.median(alone), statistics.median(contended)
+    return {
+        "batch_queued": count,
+        "interactive_probes": probes,
+        "interactive_p50_wait_alone_ms": ms(statistics.median(interactive_alone)),
+        "interactive_p50_wait_behind_batch_ms": ms(statistics.median(behind_batch)),
+        "interactive_p99_wait_behind_batch_ms": ms(percentile(behind_batch, 0.99)),
+        "batch_queued_when_interactive_started": batch_when_starts["queued"],
+        "batch_queued_after_interactive_last_submitted": batch_when_done["queued"],
+        "batch_finished_after_interactive_last_submitted": batch_when_done["finished"],
+        "batch_lost": batch_missing,
+    }
+
+
+def fairness_and_priority(
+    settings: Settings, probes: int, count: int, worker_slots: int
+) -> dict[str, object]:
+    """Fairness (A's burst queued, then still being submitted) and priority, on ``settings``."""
     return {
         "max_in_flight": settings.max_in_flight,
         "fairness": {
             "tenant_a_burst": count,
             "tenant_b_probes": probes,
             "tenant_b_interval_ms": 100,
-            "b_p50_wait_alone_ms": ms(alone_p50),
-            "b_p50_wait_during_a_burst_ms": ms(contended_p50),
-            "b_p99_wait_during_a_burst_ms": ms(percentile(contended, 0.99)),
-            "ratio_p50": round(contended_p50 / alone_p50, 2),
-            "a_queued_when_b_started": a_when_b_starts["queued"],
-            "a_queued_after_b_last_submitted": a_when_b_done["queued"],
-            "a_finished_after_b_last_submitted": a_when_b_done["finished"],
-            "a_lost": a_missing,
+            **fairness(settings, probes, count, False, worker_slots),
+            "while_a_still_submits": fairness(settings, probes, count, True, worker_slots),
         },
-        "priority": {
-            "batch_queued": count,
-            "interactive_probes": probes,
-            "interactive_p50_wait_alone_ms": ms(statistics.median(interactive_alone)),
-            "interactive_p50_wait_behind_batch_ms": ms(statistics.median(behind_batch)),
-            "interactive_p99_wait_behind_batch_ms": ms(percentile(behind_batch, 0.99)),
-            "batch_queued_when_interactive_started": batch_when_starts["queued"],
-            "batch_queued_after_interactive_last_submitted": batch_when_done["queued"],
-            "batch_finished_after_interactive_last_submitted": batch_when_done["finished"],
-            "batch_lost": batch_missing,
-        },
+        "priority": priority(settings, probes, count, worker_slots),
     }
 
 
@@ -267,6 +333,7 @@ def main() -> None:
         "burst_run_seconds": BURST_RUN_SECONDS,
         "worker_slots": args.workers * args.threads,
     }
+    slots = args.workers * args.threads
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         server = RedisServer(workdir)
@@ -281,12 +348,12 @@ def main() -> None:
             roomy = {"max_in_flight": args.cap, "max_queued": 10**6, "max_queued_per_tenant": 10**6}
             fair = make_settings(server.url, workdir, queue="bench-fair", **roomy, **common)
             with workers(fair, workdir, args.workers, args.threads):
-                report["capped"] = fairness_and_priority(fair, args.probes, args.flood)
+                report["capped"] = fairness_and_priority(fair, args.probes, args.flood, slots)
             if args.worker_bound:
                 free = {"max_in_flight": 1000, "max_queued": 10**6, "max_queued_per_tenant": 10**6}
                 unbound = make_settings(server.url, workdir, queue="bench-free", **free, **common)
                 with workers(unbound, workdir, args.workers, args.threads):
-                    report["worker_bound"] = fairness_and_priority(unbound, args.probes, args.flood)
+                    report["worker_bound"] = fairness_and_priority(unbound, args.probes, args.flood, slots)
         finally:
             server.stop()
     report["total_seconds"] = round(time.monotonic() - began, 1)

@@ -72,7 +72,7 @@ def worker(
             f"--pool={pool}",
             "--queues",
             settings.queue,
-            "--task-events",
+            *(["--task-events"] if settings.task_events else []),
             "--without-gossip",
             "--without-mingle",
             f"--hostname=sandq@{socket.gethostname()}",
@@ -234,7 +234,7 @@ def batch(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show queue depth by queue and tenant, executions in flight by tenant, and workers."""
+    """Show queue depth by queue and tenant, parked and in-flight executions by tenant, and workers."""
     from rich.table import Table  # noqa: PLC0415
 
     from sandq.broker.client import Client  # noqa: PLC0415
@@ -248,13 +248,16 @@ def status(
     if as_json:
         typer.echo(state.model_dump_json())
         return
-    tenants = Table("tenant", "queue", "messages", "queued", "in flight", title="tenants")
+    tenants = Table("tenant", "queue", "messages", "queued", "parked", "in flight", title="tenants")
     for row in state.tenants:
-        tenants.add_row(row.tenant, row.queue, str(row.messages), str(row.queued), str(row.in_flight))
+        tenants.add_row(
+            row.tenant, row.queue, str(row.messages), str(row.queued), str(row.parked), str(row.in_flight)
+        )
     console = Console()
     console.print(tenants)
     console.print(
-        f"queued {state.queued}, in flight {state.in_flight}, reserved by workers {state.reserved_by_workers}"
+        f"queued {state.queued} (parked {state.parked}), in flight {state.in_flight}, "
+        f"reserved by workers {state.reserved_by_workers}"
     )
     workers = Table("worker", "running", title="workers")
     for name, running in sorted(state.workers.items()):

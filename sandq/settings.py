@@ -51,7 +51,28 @@ class Settings(BaseSettings):
         default=86400, ge=60, description="After this long an admitted execution stops counting as queued."
     )
     cap_retry_seconds: float = Field(
-        default=0.05, gt=0, description="Delay before an execution refused by an in-flight cap is retried."
+        default=0.05,
+        gt=0,
+        description="Delay before a batch of Indexed Jobs refused by an in-flight cap asks again.",
+    )
+    handoff_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often each worker hands free slots to parked executions (besides at every release).",
+    )
+    active_tenant_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds a tenant counts as active after a submission; active tenants share the slots.",
+    )
+    fair_reserve: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description=(
+            "Fraction of max_in_flight that a tenant above its fair share leaves free while other tenants "
+            "are active, so that their next executions start without waiting for a slot."
+        ),
     )
     retry_after_seconds: float = Field(
         default=1.0, gt=0, description="The retry_after hint of a refused submission."
@@ -80,6 +101,10 @@ class Settings(BaseSettings):
     )
     tmp_size: str = Field(default="64Mi", description="Size of the sandbox's writable /tmp.")
     max_retries: int = Field(default=2, ge=0, description="Retries of infrastructure faults.")
+    task_events: bool = Field(
+        default=False,
+        description="Send Celery task events (what Flower shows); each costs Redis publishes per execution.",
+    )
     metrics_port: int | None = Field(
         default=9808, ge=0, le=65535, description="Port of the worker's Prometheus /metrics (None or 0: off)."
     )
@@ -186,6 +211,11 @@ class Settings(BaseSettings):
         """How many executions ``tenant`` may have queued."""
         override = self.tenant_overrides.get(tenant)
         return override.max_queued if override and override.max_queued else self.max_queued_per_tenant
+
+    @property
+    def reserved_slots(self) -> int:
+        """Slots kept free for tenants below their fair share (``fair_reserve`` of ``max_in_flight``)."""
+        return int(self.max_in_flight * self.fair_reserve)
 
     def in_flight_cap(self, tenant: str) -> int:
         """How many sandboxes ``tenant`` may have running."""

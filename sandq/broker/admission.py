@@ -39,13 +39,14 @@ class Admission:
         keys = self.keys
         verdict = int(
             self._admit(
-                keys=[keys.queued, keys.queued_for(tenant), keys.in_flight, keys.tenants],
+                keys=[keys.queued, keys.queued_for(tenant), keys.in_flight, keys.tenants, keys.active],
                 args=[
                     execution_id,
                     tenant,
                     self.settings.queued_ttl_seconds,
                     self.settings.max_queued,
                     self.settings.queued_cap(tenant),
+                    self.settings.active_tenant_seconds,
                 ],
             )
         )

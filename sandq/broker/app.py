@@ -33,7 +33,6 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue,
-        task_track_started=True,
         result_expires=settings.result_ttl_seconds,
         result_extended=False,
         broker_transport_options=transport,
@@ -44,8 +43,8 @@ def create_celery(settings: Settings) -> Celery:
         result_backend_max_retries=20,
         result_backend_max_sleep_between_retries_ms=2000,
         broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
         include=["sandq.worker.tasks", "sandq.worker.heartbeat"],
     )

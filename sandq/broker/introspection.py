@@ -15,12 +15,13 @@ if TYPE_CHECKING:
 
 
 class TenantStatus(BaseModel):
-    """One tenant: its queue, the messages in it, and its admitted and running executions."""
+    """One tenant: its queue, the messages in it, and its admitted, parked and running executions."""
 
     tenant: str
     queue: str
     messages: int
     queued: int
+    parked: int
     in_flight: int
 
 
@@ -28,6 +29,7 @@ class QueueStatus(BaseModel):
     """A snapshot of the whole deployment."""
 
     queued: int
+    parked: int
     in_flight: int
     reserved_by_workers: int
     tenants: list[TenantStatus]
@@ -35,7 +37,10 @@ class QueueStatus(BaseModel):
 
 
 def snapshot(client: Client, worker_timeout: float | None = 1.0) -> QueueStatus:
-    """Read the queues, the admission and in-flight sets, and ask the workers what they run.
+    """Read the queues, the admission, parked and in-flight sets, and ask the workers what they run.
+
+    An admitted execution is ``queued`` until it starts: as a message in its queue, or parked
+    (refused a slot by an in-flight cap, waiting in its tenant's line for a hand-off).
 
     ``worker_timeout=None`` asks no worker (``workers`` stays empty): Redis reads only.
     """
@@ -60,6 +65,7 @@ def snapshot(client: Client, worker_timeout: float | None = 1.0) -> QueueStatus:
                 queue=queue,
                 messages=depth.get(queue, 0),
                 queued=int(redis.zcount(keys.queued_for(tenant), now, "+inf")),
+                parked=sum(int(redis.llen(keys.parked_for(tenant, lane))) for lane in ("0", "1")),
                 in_flight=int(redis.zcount(keys.in_flight_for(tenant), now, "+inf")),
             )
         )
@@ -68,6 +74,7 @@ def snapshot(client: Client, worker_timeout: float | None = 1.0) -> QueueStatus:
         active = client.app.control.inspect(timeout=worker_timeout).active() or {}
     return QueueStatus(
         queued=int(redis.zcount(keys.queued, now, "+inf")),
+        parked=int(redis.scard(keys.parked)),
         in_flight=int(redis.zcount(keys.in_flight, now, "+inf")),
         reserved_by_workers=reserved,
         tenants=rows,

@@ -21,7 +21,7 @@ class Keys:
 
     def queued_for(self, tenant: str) -> str:
         """``queued`` for one tenant."""
-        return self._key("queued", tenant)
+        return self.queued_prefix + tenant
 
     @property
     def in_flight(self) -> str:
@@ -38,14 +38,52 @@ class Keys:
         return self.in_flight_prefix + tenant
 
     @property
-    def waiting(self) -> str:
-        """Sorted set of tenants recently refused a slot, scored by time."""
-        return self._key("waiting")
+    def parked(self) -> str:
+        """Set of executions refused a slot, waiting in their tenant's line for a hand-off."""
+        return self._key("parked")
 
     @property
-    def interactive_waiting(self) -> str:
-        """Set (with a short expiry) while an interactive execution waits for a slot."""
-        return self._key("waiting", "interactive")
+    def parked_prefix(self) -> str:
+        """Prefix of the per-tenant lines of parked ids (``<tenant>:<lane>`` follows)."""
+        return self._key("parked", "")
+
+    def parked_for(self, tenant: str, lane: str) -> str:
+        """The line of ``tenant``'s parked ids in ``lane`` ("0" interactive, "1" batch)."""
+        return f"{self.parked_prefix}{tenant}:{lane}"
+
+    @property
+    def parked_tenants(self) -> str:
+        """Sorted set of tenants with parked executions, scored by when each was last served."""
+        return self._key("parked", "tenants")
+
+    @property
+    def entries(self) -> str:
+        """Hash of execution id -> what it takes to send it again (while parked or handed off)."""
+        return self._key("parked", "entries")
+
+    @property
+    def handing(self) -> str:
+        """Sorted set of executions handed a slot and sent back to the queue, scored by time."""
+        return self._key("handing")
+
+    @property
+    def handing_tokens(self) -> str:
+        """Hash of handed-off execution id -> the token of the message that carries it."""
+        return self._key("handing", "tokens")
+
+    def claim(self, execution_id: str) -> str:
+        """The token of the handed-off message that claimed ``execution_id``'s slot."""
+        return self._key("claim", execution_id)
+
+    @property
+    def queued_prefix(self) -> str:
+        """Prefix of the per-tenant queued sets (the tenant follows)."""
+        return self._key("queued", "")
+
+    @property
+    def active(self) -> str:
+        """Sorted set of tenants scored by their last admission: those recent share the slots."""
+        return self._key("active")
 
     @property
     def tenants(self) -> str:

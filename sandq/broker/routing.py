@@ -1,7 +1,8 @@
 """Where a submission goes: one queue per tenant, and a message priority per kind of work.
 
 Workers round-robin over the tenant queues (fairness between tenants); kombu's Redis
-transport pops priority 0 from every queue before priority 9 (interactive before batch).
+transport pops each priority from every queue before the next: first the executions a hand-off
+sends back with their slot (0), then interactive (3), then batch (9).
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from sandq.settings import Settings
 
 Priority = Literal["interactive", "batch"]
 
-PRIORITY_VALUES: dict[Priority, int] = {"interactive": 0, "batch": 9}
-"""Celery message priority of each kind (with Redis, 0 is served first)."""
+PRIORITY_VALUES: dict[Priority, int] = {"interactive": 3, "batch": 9}
+"""Celery message priority of each kind (with Redis, lower is served first)."""
+
+HANDED_OFF_PRIORITY = 0
+"""Priority of a parked execution sent back holding its slot: it goes ahead of every new one."""
 
 DEFAULT_TENANT = "default"
 

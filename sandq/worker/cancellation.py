@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
@@ -41,9 +41,12 @@ def cancelled_before_start(submission: Submission, tenant: str) -> ExecutionResu
 class CancelListener:
     """Per worker process: kills the sandboxes of running executions that get cancelled."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, backend: Backend) -> None:
+    def __init__(
+        self, settings: Settings, client: redis.Redis, backend: Backend, on_cancel: Callable[[str], object]
+    ) -> None:
         self.redis = client
         self.backend = backend
+        self.on_cancel = on_cancel
         self.keys = Keys(settings.queue)
         self._running: set[str] = set()
         self._pending: set[str] = set()
@@ -81,6 +84,7 @@ class CancelListener:
                     message = pubsub.get_message(timeout=_POLL_SECONDS)
                     if message is not None:
                         self._mark(message["data"].decode())
+                        self.on_cancel(message["data"].decode())
                     self._kill_pending()
             except redis.RedisError as error:
                 log.warning("cancel listener lost Redis, reconnecting: %s", error)

@@ -10,12 +10,12 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from pydantic import ValidationError
 
 from sandq.broker.admission import Admission
 from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, celery_app
-from sandq.broker.routing import DEFAULT_TENANT, priority_of
+from sandq.broker.routing import DEFAULT_TENANT, HANDED_OFF_PRIORITY, Priority, priority_of
 from sandq.contract import ExecutionRequest, ExecutionResult, SandboxReport, Submission
 from sandq.settings import Settings, get_settings
 from sandq.validation import RequestRejected, validate_request
@@ -23,7 +23,8 @@ from sandq.worker.backend import Backend, InfrastructureFault
 from sandq.worker.backends import make_backend
 from sandq.worker.cancellation import CancelListener, cancelled_before_start
 from sandq.worker.execution import execute, infrastructure_error, rejected
-from sandq.worker.inflight import InFlight, Verdict
+from sandq.worker.handoff import HandedOff, HandOff
+from sandq.worker.inflight import InFlight, Parked, Verdict
 from sandq.worker.queues import TenantQueues
 
 log = logging.getLogger(__name__)
@@ -40,23 +41,59 @@ class _Gates:
 
     admission: Admission
     in_flight: InFlight
+    handoff: HandOff
     cancels: CancelListener
 
 
 _gates: _Gates | None = None
+_handoff: HandOff | None = None
+_handoff_lock = threading.Lock()
+
+
+def current_handoff() -> HandOff:
+    """This process's hand-off, made on first use (after the pool has forked)."""
+    global _handoff  # noqa: PLW0603 (one hand-off per worker process)
+    with _handoff_lock:
+        if _handoff is None:
+            settings = get_settings()
+            _handoff = HandOff(settings, redis.Redis.from_url(settings.redis_url), _send_handed)
+        return _handoff
+
+
+@worker_ready.connect
+def _hand_off_periodically(**_: object) -> None:
+    """The worker's main process hands free slots to parked executions every ``handoff_seconds``
+    (slots of expired leases, parked executions no release reached); pool processes hand them
+    off at each release."""
+    current_handoff().start()
 
 
 def current_gates() -> _Gates:
     """This process's gates, made on first use (after the pool has forked)."""
     global _gates  # noqa: PLW0603 (one set of gates per worker process)
     backend = current_backend()
+    handoff = current_handoff()
     with _backend_lock:
         if _gates is None:
             settings = get_settings()
             client = redis.Redis.from_url(settings.redis_url)
-            cancels = CancelListener(settings, client, backend)
-            _gates = _Gates(Admission(settings, client), InFlight(settings, client), cancels)
+            cancels = CancelListener(settings, client, backend, on_cancel=handoff.poke)
+            in_flight = InFlight(settings, client, on_release=handoff.poke)
+            _gates = _Gates(Admission(settings, client), in_flight, handoff, cancels)
         return _gates
+
+
+def _send_handed(handed: HandedOff) -> None:
+    """Send a parked execution back to its queue, ahead of the line (it holds its slot already)."""
+    celery_app.send_task(
+        EXECUTE_TASK,
+        args=[handed.entry.payload],
+        kwargs={"token": handed.token, "priority": handed.entry.priority},
+        task_id=handed.id,
+        queue=handed.entry.queue,
+        priority=HANDED_OFF_PRIORITY,
+        retries=handed.entry.retries,
+    )
 
 
 def current_backend() -> Backend:
@@ -92,33 +129,50 @@ def _retry_delay(retries: int) -> float:
     return float(min(2 ** (retries + 1), 30))
 
 
-@celery_app.task(name=EXECUTE_TASK, bind=True, max_retries=None)  # the task counts its own retries
-def execute_task(self: Task[Any, Any], payload: dict[str, Any], cap_waits: int = 0) -> dict[str, Any]:
-    """Run one submission; always return an ``ExecutionResult`` as JSON.
+@celery_app.task(  # the task stores its own result, and counts its own retries
+    name=EXECUTE_TASK, bind=True, max_retries=None, ignore_result=True, store_errors_even_if_ignored=True
+)
+def execute_task(
+    self: Task[Any, Any], payload: dict[str, Any], token: str = "", priority: Priority | None = None
+) -> dict[str, Any] | None:
+    """Run one submission; store and return its ``ExecutionResult`` as JSON.
 
-    A cancelled submission never starts. One refused by an in-flight cap goes back in line
-    (``cap_waits`` counts those returns, apart from infrastructure retries).
+    A cancelled submission never starts. One refused by an in-flight cap is parked in its
+    tenant's line, and this message ends storing nothing; a hand-off sends it again, marked
+    ``token``, once it holds a slot (``priority`` is then the one it was submitted with).
     """
+    result = _execute(self, payload, token, priority)
+    if result is not None:
+        celery_app.backend.store_result(str(self.request.id), result, "SUCCESS")
+    return result
+
+
+def _execute(
+    self: Task[Any, Any], payload: dict[str, Any], token: str, priority: Priority | None
+) -> dict[str, Any] | None:
     settings = get_settings()
     try:
         submission = Submission.model_validate(payload)
     except ValidationError as error:
         return rejected(str(self.request.id), f"malformed submission: {error}").model_dump(mode="json")
     gates = current_gates()
-    tenant = submission.request.get("tenant")
-    tenant = tenant if isinstance(tenant, str) else DEFAULT_TENANT
+    tenant = _tenant(submission)
     with gates.cancels.running(submission.id):
         if gates.cancels.is_cancelled(submission.id):
             gates.admission.withdraw(submission.id, tenant)
+            gates.in_flight.release(submission.id, tenant)  # a slot handed to it goes to the next
             return cancelled_before_start(submission, tenant).model_dump(mode="json")
-        priority = priority_of((self.request.delivery_info or {}).get("priority"))
-        verdict = gates.in_flight.acquire(submission.id, tenant, priority)
+        info = self.request.delivery_info or {}
+        retries = int(self.request.retries)
+        parked = Parked(tenant, payload, info.get("routing_key") or settings.queue,
+                        priority or priority_of(info.get("priority")), retries)
+        verdict = gates.in_flight.acquire(submission.id, tenant, token, parked)
+        if verdict is Verdict.PARKED:
+            gates.handoff.poke()  # a slot freed before it parked goes to the first in line
         if verdict is not Verdict.ACQUIRED:
-            raise self.retry(
-                countdown=gates.in_flight.retry_delay(verdict, tenant), kwargs={"cap_waits": cap_waits + 1}
-            )
+            return None  # parked (it comes back when handed a slot), or a duplicate
         with gates.in_flight.held(submission.id, tenant):
-            return _run(self, submission, settings, int(self.request.retries) - cap_waits)
+            return _run(self, submission, settings, retries)
 
 
 def _run(self: Task[Any, Any], submission: Submission, settings: Settings, retries: int) -> dict[str, Any]:
@@ -175,7 +229,7 @@ def execute_indexed_task(self: Task[Any, Any], payloads: list[dict[str, Any]]) -
             if gates.cancels.is_cancelled(submission.id):
                 gates.admission.withdraw(submission.id, tenant)
                 _store(cancelled_before_start(submission, tenant))
-            elif gates.in_flight.acquire(submission.id, tenant, priority_of(priority)) is Verdict.ACQUIRED:
+            elif gates.in_flight.acquire(submission.id, tenant) is Verdict.ACQUIRED:
                 held.enter_context(gates.in_flight.held(submission.id, tenant))
                 runnable[submission.id] = submission
             else:

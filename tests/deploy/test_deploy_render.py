@@ -7,6 +7,7 @@ import copy
 import jsonschema
 import kubernetes_validate
 import pytest
+from kombu.transport.redis import Channel
 from kubernetes.utils.quantity import parse_quantity
 from manifests import (
     CRD_SCHEMAS,
@@ -24,6 +25,7 @@ from manifests import (
     schema,
 )
 
+from sandq.broker.routing import HANDED_OFF_PRIORITY, PRIORITY_VALUES
 from sandq.settings import Settings
 
 K8S_VERSIONS = ("1.30", "1.33")
@@ -217,15 +219,20 @@ def test_keda_scales_workers_on_the_queue() -> None:
     env = env_of(worker_container(objects))
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == env["SANDQ_QUEUE"] == Settings().queue == "sandq"
-    assert trigger["metadata"]["listLength"] == env["SANDQ_CONCURRENCY"]
-    assert trigger["metadata"]["address"] == "redis.sandq.svc:6379"
-    auth = one(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-    assert auth["spec"]["secretTargetRef"] == [
-        {"parameter": "password", "name": REDIS_SECRET, "key": "password"}
-    ]
+    triggers = scaled["spec"]["triggers"]
+    queue = env["SANDQ_QUEUE"]
+    assert queue == Settings().queue == "sandq"
+    priorities = [HANDED_OFF_PRIORITY, *PRIORITY_VALUES.values()]  # kombu's per-priority lists:
+    lists = {f"{queue}{Channel.sep}{p}" if p else queue for p in priorities}
+    assert {t["metadata"]["listName"] for t in triggers} == lists and len(triggers) == 3
+    for trigger in triggers:
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listLength"] == env["SANDQ_CONCURRENCY"]
+        assert trigger["metadata"]["address"] == "redis.sandq.svc:6379"
+        auth = one(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        assert auth["spec"]["secretTargetRef"] == [
+            {"parameter": "password", "name": REDIS_SECRET, "key": "password"}
+        ]
     assert scaled["spec"]["minReplicaCount"] >= 1
 
 
