@@ -88,6 +88,8 @@ def job_document(request: ExecutionRequest, settings: Settings) -> bytes:
     return marshal.dumps(doc)
 
 
-def runner_command(python: str, source: str = f"{MOUNT_DIR}/{SPEC_FILE}") -> list[str]:
-    """The sandbox's entry command: the runner, in isolated mode, on the spec (or ``-``: stdin)."""
-    return [python, "-I", f"{MOUNT_DIR}/{RUNNER_FILE}", source]
+def runner_command(
+    python: str, source: str = f"{MOUNT_DIR}/{SPEC_FILE}", runner: str = RUNNER_FILE
+) -> list[str]:
+    """The entry command: ``runner`` (source or ``.pyc``), in isolated mode, on the spec (or ``-``: stdin)."""
+    return [python, "-I", f"{MOUNT_DIR}/{runner}", source]

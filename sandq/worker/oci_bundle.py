@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,12 @@ CPU_PERIOD_US = 100_000
 # System files, read-only; the /etc entries let matplotlib and fontconfig find their configuration.
 _HOST_READONLY = ("/usr", "/bin", "/lib", "/lib64", "/etc/alternatives", "/etc/matplotlibrc", "/etc/fonts")
 _ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"]
+RUNNER_BYTECODE_FILE = "runner.pyc"
+_COMPILE_RUNNER = (
+    "import importlib.util, marshal, sys\n"
+    f"code = compile(sys.stdin.buffer.read(), '{MOUNT_DIR}/{RUNNER_FILE}', 'exec', dont_inherit=True)\n"
+    "sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code))\n"
+)
 
 
 def _bind(path: str, source: str | None = None) -> dict[str, Any]:
@@ -62,7 +70,7 @@ def oci_config(shape: Shape, settings: Settings, files_dir: Path, sandbox_name: 
         "process": {
             "terminal": False,
             "user": {"uid": SANDBOX_UID, "gid": SANDBOX_UID},
-            "args": runner_command(settings.sandbox_python, "-"),
+            "args": runner_command(settings.sandbox_python, "-", RUNNER_BYTECODE_FILE),
             "env": _ENV,
             "cwd": "/tmp",
             "capabilities": {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
@@ -94,11 +102,29 @@ def oci_config(shape: Shape, settings: Settings, files_dir: Path, sandbox_name: 
     }
 
 
+@functools.cache
+def runner_bytecode(python: str) -> bytes:
+    """The runner as a ``.pyc`` that ``python``, the sandboxes' interpreter, runs without compiling it.
+
+    Compiling the runner's source cost each sandbox about 20 ms of CPU under gVisor; loading
+    its bytecode costs well under 1 ms. ``python`` itself compiles it, on the host, once per
+    process (nothing is run), so the magic number is always the sandboxes' own.
+    """
+    compiled = subprocess.run(
+        [python, "-I", "-c", _COMPILE_RUNNER], input=runner_source(), capture_output=True, check=True
+    )
+    return compiled.stdout
+
+
 def write_bundle(bundle: Path, shape: Shape, settings: Settings, sandbox_name: str) -> None:
-    """Write the bundle directory: config.json, an empty rootfs, and the runner."""
+    """Write the bundle directory: config.json, an empty rootfs, and the runner (source and compiled).
+
+    The sandbox runs the compiled runner; its source is there too, as in a Kubernetes sandbox.
+    """
     files_dir = bundle / "files"
     (bundle / "rootfs").mkdir(parents=True)
     files_dir.mkdir()
     (files_dir / RUNNER_FILE).write_bytes(runner_source())
+    (files_dir / RUNNER_BYTECODE_FILE).write_bytes(runner_bytecode(settings.sandbox_python))
     config = oci_config(shape, settings, files_dir, sandbox_name)
     (bundle / "config.json").write_text(json.dumps(config))
