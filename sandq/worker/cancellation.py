@@ -80,6 +80,7 @@ class CancelListener:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(self.keys.cancel_channel)
+                self._catch_up()
                 while True:
                     message = pubsub.get_message(timeout=_POLL_SECONDS)
                     if message is not None:
@@ -89,6 +90,15 @@ class CancelListener:
             except redis.RedisError as error:
                 log.warning("cancel listener lost Redis, reconnecting: %s", error)
                 time.sleep(1.0)
+
+    def _catch_up(self) -> None:
+        """Mark running executions cancelled before the subscription began (none is missed:
+        a later cancellation reaches the subscription, an earlier one left its marker)."""
+        with self._lock:
+            running = list(self._running)
+        for execution_id in running:
+            if self.is_cancelled(execution_id):
+                self._mark(execution_id)
 
     def _mark(self, execution_id: str) -> None:
         with self._lock:

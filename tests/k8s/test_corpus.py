@@ -72,6 +72,7 @@ def test_corpus_matches_local_gvisor(env: Env) -> None:
         here = {n: local.run(f"local-{n}".replace("_", "-"), requests[n]) for n in names}
     finally:
         k8s.close()
+        local.close()
     for name in names:
         case = CORPUS[name]
         got, want = remote[name], here[name]
