@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import marshal
+import secrets
 from pathlib import Path
 
 from sandq import sandbox_runner
@@ -73,17 +74,27 @@ def runner_source() -> bytes:
     return _RUNNER_SOURCE
 
 
-def job_document(request: ExecutionRequest, settings: Settings) -> bytes:
+def report_marker() -> str:
+    """A fresh marker for the report of one local job, which the program cannot guess in advance.
+
+    The program's own stdout comes before it; the program can only fake its own report
+    by reading the marker out of the runner's memory on purpose.
+    """
+    return f"\n=====SANDQ-REPORT-{secrets.token_hex(16)}=====\n"
+
+
+def job_document(request: ExecutionRequest, settings: Settings, marker: str) -> bytes:
     """The job as one ``marshal`` document, for a runner that reads it from stdin.
 
     ``marshal`` is built into the interpreter, so the runner imports nothing to read it
     (json would cost it tens of ms under gVisor). It travels host to sandbox only: the
-    host never unmarshals what a sandbox sends.
+    host never unmarshals what a sandbox sends. ``marker`` precedes the runner's report.
     """
     doc = {
         "spec": runner_spec(request, settings),
         "code": request.code.encode("utf-8"),
         "inputs": [(f.name, f.content) for f in request.input_files],
+        "marker": marker,
     }
     return marshal.dumps(doc)
 

@@ -135,7 +135,9 @@ class Settings(BaseSettings):
     )
     nproc_limit: int = Field(default=256, ge=8, description="RLIMIT_NPROC inside a sandbox.")
     kill_grace_seconds: float = Field(
-        default=2.0, ge=0.1, description="Seconds past the deadline before the host kills a sandbox."
+        default=2.0,
+        ge=0.1,
+        description="Kubernetes: seconds a Job gets past the deadline (its activeDeadlineSeconds).",
     )
     nofile_limit: int = Field(default=1024, ge=16, description="RLIMIT_NOFILE inside a sandbox.")
 

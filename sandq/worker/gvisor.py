@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
+from pydantic import ValidationError
+
 from sandq.contract import ExecutionRequest, Status
-from sandq.sandbox_files import job_document
+from sandq.sandbox_files import job_document, report_marker
 from sandq.settings import Settings
-from sandq.worker.backend import Backend, InfrastructureFault, SandboxReport, now, parse_frame
+from sandq.worker.backend import Backend, InfrastructureFault, SandboxReport, now
 from sandq.worker.local_sandbox import Capture, LocalSandbox, sweep_orphans
 from sandq.worker.oci_bundle import Shape
 from sandq.worker.periodic import Periodic
+from sandq.worker.sandbox_streams import BOOT_SECONDS, NOT_STARTED, OUTPUT_LIMIT, TIMED_OUT
 from sandq.worker.warm_pool import WarmPool
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,8 @@ class GVisorBackend(Backend):
             self.pool = WarmPool(self.settings, shape, self.settings.warm_pool_size)
         self._sweeper.start()
 
-    def _frame_cap(self, request: ExecutionRequest) -> int:
-        payload = 2 * request.max_output_bytes + self.settings.max_output_files_bytes
-        return payload * 4 // 3 + 64 * 1024
+    def _report_cap(self) -> int:
+        return self.settings.max_output_files_bytes * 4 // 3 + 64 * 1024
 
     def _sandbox_for(self, request: ExecutionRequest) -> LocalSandbox:
         shape = Shape.of(request)
@@ -76,11 +78,13 @@ class GVisorBackend(Backend):
             self._running[execution_id] = sandbox
         started = now()
         capture: Capture | None = None
+        marker = report_marker()
         try:
-            # The runner enforces the deadline inside; this backstop also covers boot and teardown.
-            deadline = time.monotonic() + request.timeout_seconds + self.settings.kill_grace_seconds
             capture = sandbox.execute(
-                job_document(request, self.settings), deadline, self._frame_cap(request)
+                job_document(request, self.settings, marker),
+                marker,
+                (request.max_output_bytes, self._report_cap()),
+                request.timeout_seconds,
             )
         finally:
             with self._lock:
@@ -94,7 +98,7 @@ class GVisorBackend(Backend):
         if cancelled:
             report = SandboxReport(status=Status.CANCELLED, error="cancelled while running")
         else:
-            report = parse_frame(capture.out) or _classify_without_frame(capture)
+            report = _report(capture)
         return report.model_copy(
             update={"sandbox_name": sandbox.name, "started_at": started, "finished_at": now()}
         )
@@ -122,19 +126,37 @@ class GVisorBackend(Backend):
         self._reaper.shutdown(wait=True)
 
 
-def _classify_without_frame(capture: Capture) -> SandboxReport:
-    """The sandbox ended without a report: say why, from how it ended."""
-    if capture.stop == "timed_out":
-        return SandboxReport(status=Status.TIMED_OUT, exit_code=KILLED_BY_SIGKILL)
-    if capture.stop == "output_limit_exceeded":
-        return SandboxReport(
-            status=Status.OUTPUT_LIMIT_EXCEEDED, exit_code=KILLED_BY_SIGKILL, stdout_truncated=True
-        )
+def _report(capture: Capture) -> SandboxReport:
+    """How the sandbox ended: the runner's report with the streams, or else what its exit tells."""
+    streams = capture.streams
+    printed = {
+        "stdout": streams.stdout.decode("utf-8", errors="replace"),
+        "stderr": streams.stderr.decode("utf-8", errors="replace"),
+        "stdout_truncated": streams.stdout_truncated,
+        "stderr_truncated": streams.stderr_truncated,
+    }
+    if streams.report is not None:
+        try:
+            return SandboxReport.model_validate({**json.loads(streams.report), **printed})
+        except (ValueError, ValidationError) as error:
+            raise InfrastructureFault(f"the sandbox's report is unreadable: {error}") from error
+    if streams.stop == TIMED_OUT:
+        return SandboxReport(status=Status.TIMED_OUT, exit_code=KILLED_BY_SIGKILL, **printed)
+    if streams.stop == OUTPUT_LIMIT:
+        return SandboxReport(status=Status.OUTPUT_LIMIT_EXCEEDED, exit_code=KILLED_BY_SIGKILL, **printed)
+    if not streams.started:
+        tail = streams.stderr.decode("utf-8", errors="replace").strip()[-500:] or "no message"
+        if streams.stop == NOT_STARTED:
+            raise InfrastructureFault(f"the sandbox did not start within {BOOT_SECONDS:.0f} s: {tail}")
+        raise InfrastructureFault(f"runsc exited {capture.code} before the sandbox started: {tail}")
     if capture.code == KILLED_BY_SIGKILL:
         return SandboxReport(
             status=Status.OOM_KILLED,
             exit_code=KILLED_BY_SIGKILL,
             error="the sandbox exceeded its memory limit and was killed",
+            **printed,
         )
-    tail = capture.err.decode("utf-8", errors="replace").strip()[-500:]
-    raise InfrastructureFault(f"runsc exited {capture.code} without a result: {tail or 'no message'}")
+    # The program ended the process itself (os._exit, a fatal signal): its exit status is the
+    # sandbox's, and no output files were collected.
+    code = capture.code or 0
+    return SandboxReport(status=Status.SUCCEEDED if code == 0 else Status.FAILED, exit_code=code, **printed)

@@ -12,22 +12,22 @@ import time
 import uuid
 from pathlib import Path
 
-from sandq.sandbox_runner import FRAME_END, READY, capture_streams
+from sandq.sandbox_runner import READY
 from sandq.settings import Settings
 from sandq.worker.oci_bundle import Shape, write_bundle
+from sandq.worker.sandbox_streams import Streams, read_streams
 
 SANDBOX_PREFIX = "sq-"
 OWNER_FILE = "owner.pid"
-RUNSC_STDERR_CAP = 64 * 1024
 OWNERLESS_GRACE_SECONDS = 60.0
 """A bundle this young without its owner file is being written, not left behind."""
 
 
 class Capture:
-    """What came out of a sandbox: the runner's stdout, runsc's stderr, why reading stopped, the exit code."""
+    """What came out of a sandbox, and its exit code (None: still tearing down after its report)."""
 
-    def __init__(self, out: bytes, err: bytes, stop: str | None, code: int | None) -> None:
-        self.out, self.err, self.stop, self.code = out, err, stop, code
+    def __init__(self, streams: Streams, code: int | None) -> None:
+        self.streams, self.code = streams, code
 
 
 class LocalSandbox:
@@ -66,30 +66,28 @@ class LocalSandbox:
         """True while the sandbox has not exited."""
         return self.proc.poll() is None
 
-    def execute(self, job: bytes, deadline: float, frame_cap: int) -> Capture:
-        """Hand the job over and read the report, killing the sandbox at the deadline or the cap.
+    def execute(self, job: bytes, marker: str, caps: tuple[int, int], timeout: float) -> Capture:
+        """Hand the job over and read what comes out, killing the sandbox at the deadline or a cap.
 
-        Returns as soon as the report is complete; the sandbox may still be
-        tearing down (``remove`` waits for it). Without a report, waits for
-        the exit code, which tells what happened.
+        ``caps`` are the program's per-stream cap and the report's. Returns as soon as
+        the report is complete; the sandbox may still be tearing down (``remove`` waits
+        for it). Without a report, waits for the exit code, which tells what happened.
         """
         assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
         threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
-        out, err, _, _, stop = capture_streams(
+        streams = read_streams(
             self.proc.stdout.fileno(),
             self.proc.stderr.fileno(),
-            (frame_cap, RUNSC_STDERR_CAP),
-            deadline,
-            lambda: self.proc.poll() is not None,
-            FRAME_END.encode(),
+            marker=marker.encode(),
+            cap=caps[0],
+            report_cap=caps[1],
+            timeout=timeout,
+            started=self._ready,
+            exited=lambda: self.proc.poll() is not None,
         )
-        if stop is not None:
+        if streams.stop is not None:
             self.kill()
-        complete = out.endswith(FRAME_END.encode())
-        code = self.proc.poll() if complete else self.proc.wait()
-        if not self._ready and err.startswith(READY):
-            err = err[len(READY) :]
-        return Capture(out, err, stop, code)
+        return Capture(streams, self.proc.poll() if streams.report is not None else self.proc.wait())
 
     def kill(self) -> None:
         """Kill every process in the sandbox."""
