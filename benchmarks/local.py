@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandq import Client, ExecutionRequest, Settings, Status
-from sandq.worker.oci_bundle import Shape, oci_config, write_bundle
+from sandq.worker.oci_bundle import Shape, oci_config, runner_dir, write_bundle
 from tests.conftest import RedisServer, WorkerProcess, make_settings
 
 CODE = "print(1)"
@@ -41,7 +41,7 @@ def cold_runsc(settings: Settings, workdir: Path, index: int) -> float:
     bundle = workdir / name
     request = ExecutionRequest(code=CODE)
     write_bundle(bundle, Shape.of(request), settings, name)
-    config = oci_config(Shape.of(request), settings, bundle / "files", name)
+    config = oci_config(Shape.of(request), settings, runner_dir(settings), name)
     config["process"]["args"] = [settings.sandbox_python, "-c", CODE]
     (bundle / "config.json").write_text(json.dumps(config))
     root = ["runsc", "--root", str(settings.runsc_root)]

@@ -1,8 +1,8 @@
 """The in-sandbox runner: standard library only, shipped into every sandbox.
 
-It runs the user's code as a child process, captures stdout and stderr apart
-up to a cap, enforces the deadline, collects ``/tmp/outputs/`` and prints one
-framed JSON result document on its own stdout. The frame is only as
+In a pod it runs the user's code as a child process, captures stdout and stderr
+apart up to a cap, enforces the deadline, collects ``/tmp/outputs/`` and prints one
+framed JSON result document on its own stdout (see below for a local sandbox). The frame is only as
 trustworthy as the user's code (both run as the same user), so the host
 treats it as a report of that code's own outcome and caps its size.
 

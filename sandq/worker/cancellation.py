@@ -22,7 +22,11 @@ from sandq.worker.backend import Backend, now
 
 log = logging.getLogger(__name__)
 
-_POLL_SECONDS = 0.1
+_RETRY_SECONDS = 0.1
+"""How soon a cancellation whose sandbox has not started yet is tried again."""
+_IDLE_SECONDS = 10.0
+"""How long the listener blocks on its subscription when no cancellation is pending: polling
+eight worker processes ten times a second cost more CPU than a sandbox's teardown."""
 
 
 def cancelled_before_start(submission: Submission, tenant: str) -> ExecutionResult:
@@ -82,7 +86,8 @@ class CancelListener:
                 pubsub.subscribe(self.keys.cancel_channel)
                 self._catch_up()
                 while True:
-                    message = pubsub.get_message(timeout=_POLL_SECONDS)
+                    wait = _RETRY_SECONDS if self._pending else _IDLE_SECONDS
+                    message = pubsub.get_message(timeout=wait)
                     if message is not None:
                         self._mark(message["data"].decode())
                         self.on_cancel(message["data"].decode())

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
+import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ CPU_PERIOD_US = 100_000
 _HOST_READONLY = ("/usr", "/bin", "/lib", "/lib64", "/etc/alternatives", "/etc/matplotlibrc", "/etc/fonts")
 _ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"]
 RUNNER_BYTECODE_FILE = "runner.pyc"
+RUNNER_DIR_PREFIX = "runner-"
 _COMPILE_RUNNER = (
     "import importlib.util, marshal, sys\n"
     f"code = compile(sys.stdin.buffer.read(), '{MOUNT_DIR}/{RUNNER_FILE}', 'exec', dont_inherit=True)\n"
@@ -116,15 +121,31 @@ def runner_bytecode(python: str) -> bytes:
     return compiled.stdout
 
 
-def write_bundle(bundle: Path, shape: Shape, settings: Settings, sandbox_name: str) -> None:
-    """Write the bundle directory: config.json, an empty rootfs, and the runner (source and compiled).
+def runner_dir(settings: Settings) -> Path:
+    """The directory every local sandbox mounts read-only at ``/sandq``: the runner, source and compiled.
 
-    The sandbox runs the compiled runner; its source is there too, as in a Kubernetes sandbox.
+    Written once per runner version and interpreter (atomically: a directory renamed into
+    place), then shared, so starting a sandbox writes only its ``config.json``. The sandbox
+    runs the compiled runner; its source is there too, as in a Kubernetes sandbox.
     """
-    files_dir = bundle / "files"
+    python = settings.sandbox_python
+    digest = hashlib.sha256(runner_source() + python.encode()).hexdigest()[:16]
+    target = settings.bundle_dir / f"{RUNNER_DIR_PREFIX}{digest}"
+    if target.is_dir():
+        return target
+    staging = settings.bundle_dir / f".{target.name}-{os.getpid()}-{threading.get_ident()}"
+    staging.mkdir(parents=True)
+    (staging / RUNNER_FILE).write_bytes(runner_source())
+    (staging / RUNNER_BYTECODE_FILE).write_bytes(runner_bytecode(python))
+    try:
+        staging.rename(target)
+    except OSError:  # written meanwhile by another worker process
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def write_bundle(bundle: Path, shape: Shape, settings: Settings, sandbox_name: str) -> None:
+    """Write the bundle directory: ``config.json`` and an empty root; the runner comes from ``runner_dir``."""
     (bundle / "rootfs").mkdir(parents=True)
-    files_dir.mkdir()
-    (files_dir / RUNNER_FILE).write_bytes(runner_source())
-    (files_dir / RUNNER_BYTECODE_FILE).write_bytes(runner_bytecode(settings.sandbox_python))
-    config = oci_config(shape, settings, files_dir, sandbox_name)
+    config = oci_config(shape, settings, runner_dir(settings), sandbox_name)
     (bundle / "config.json").write_text(json.dumps(config))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sandq.sandbox_files import MOUNT_DIR, RUNNER_FILE, runner_source
 from sandq.sandbox_runner import FRAME_END
-from sandq.worker.oci_bundle import RUNNER_BYTECODE_FILE, Shape, write_bundle
+from sandq.worker.oci_bundle import RUNNER_BYTECODE_FILE, Shape, runner_dir, write_bundle
 from tests.conftest import make_settings
 
 PRINT_MAGIC = "import importlib.util, sys; sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER)"
@@ -19,11 +19,15 @@ def test_bundle_ships_the_runner_compiled_for_the_sandbox_python(tmp_path: Path)
     settings = make_settings("redis://unused", tmp_path)
     bundle = tmp_path / "bundle"
     write_bundle(bundle, Shape("1", "256Mi"), settings, "sq-test")
-    files = sorted(p.name for p in (bundle / "files").iterdir())
-    assert files == [RUNNER_FILE, RUNNER_BYTECODE_FILE]
-    args = json.loads((bundle / "config.json").read_text())["process"]["args"]
-    assert args == [settings.sandbox_python, "-I", f"{MOUNT_DIR}/{RUNNER_BYTECODE_FILE}", "-"]
-    pyc = (bundle / "files" / RUNNER_BYTECODE_FILE).read_bytes()
+    config = json.loads((bundle / "config.json").read_text())
+    (mount,) = [m for m in config["mounts"] if m["destination"] == MOUNT_DIR]
+    assert "ro" in mount["options"]
+    shared = Path(mount["source"])
+    assert shared == runner_dir(settings)
+    assert sorted(p.name for p in shared.iterdir()) == [RUNNER_FILE, RUNNER_BYTECODE_FILE]
+    runner = f"{MOUNT_DIR}/{RUNNER_BYTECODE_FILE}"
+    assert config["process"]["args"] == [settings.sandbox_python, "-I", runner, "-"]
+    pyc = (shared / RUNNER_BYTECODE_FILE).read_bytes()
     magic = subprocess.run(
         [settings.sandbox_python, "-I", "-c", PRINT_MAGIC], capture_output=True, check=True
     ).stdout
@@ -32,3 +36,14 @@ def test_bundle_ships_the_runner_compiled_for_the_sandbox_python(tmp_path: Path)
     assert code.co_filename == f"{MOUNT_DIR}/{RUNNER_FILE}"
     assert FRAME_END in code.co_consts
     assert compile(runner_source(), code.co_filename, "exec", dont_inherit=True).co_names == code.co_names
+
+
+def test_bundles_share_one_runner_directory_written_once(tmp_path: Path) -> None:
+    settings = make_settings("redis://unused", tmp_path)
+    for name in ("sq-a", "sq-b"):
+        write_bundle(tmp_path / name, Shape("1", "256Mi"), settings, name)
+    configs = [json.loads((tmp_path / name / "config.json").read_text()) for name in ("sq-a", "sq-b")]
+    sources = {config["mounts"][-1]["source"] for config in configs}
+    assert sources == {str(runner_dir(settings))}
+    assert sorted(p.name for p in (tmp_path / "sq-a").iterdir()) == ["config.json", "rootfs"]
+    assert [p.name for p in settings.bundle_dir.iterdir()] == [runner_dir(settings).name]  # no staging left

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from sandq.settings import Settings
+from sandq.worker.local_sandbox import SANDBOX_PREFIX
 from tests.conftest import REPO, WorkerProcess, listed_sandboxes
 from tests.reliability.probe import probe_key
 
@@ -137,9 +138,10 @@ def unacked_of(client: redis.Redis, queues: set[str]) -> list[str]:
 
 
 def sandboxes(settings: Settings) -> tuple[list[str], list[str]]:
-    """(what ``runsc list`` shows under the test's root, what is in the bundle directory)."""
+    """(what ``runsc list`` shows under the test's root, the sandboxes' bundles in the bundle directory)."""
     listed = listed_sandboxes(settings)
-    bundles = sorted(p.name for p in settings.bundle_dir.iterdir()) if settings.bundle_dir.exists() else []
+    entries = settings.bundle_dir.iterdir() if settings.bundle_dir.exists() else iter(())
+    bundles = sorted(p.name for p in entries if p.name.startswith(SANDBOX_PREFIX))
     return listed, bundles
 
 

@@ -20,7 +20,7 @@ import redis
 from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.broker.routing import tenant_queues
 from sandq.worker.kubernetes.manifests import object_name
-from sandq.worker.local_sandbox import OWNER_FILE
+from sandq.worker.local_sandbox import OWNER_FILE, SANDBOX_PREFIX
 from tests.conftest import RedisServer, make_settings
 from tests.k8s.conftest import make_settings as k8s_settings
 from tests.k8s_harness.cluster import Cluster
@@ -74,6 +74,8 @@ def owners(settings: Settings) -> dict[str, int | None]:
     """The owning process of each sandbox bundle (None if unreadable)."""
     out: dict[str, int | None] = {}
     for name in os.listdir(settings.bundle_dir):
+        if not name.startswith(SANDBOX_PREFIX):  # the runner directory all sandboxes share
+            continue
         try:
             out[name] = int((settings.bundle_dir / name / OWNER_FILE).read_text())
         except (OSError, ValueError):
