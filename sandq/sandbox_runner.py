@@ -327,9 +327,8 @@ def capture_streams(
     caps: tuple[int, int],
     deadline: float,
     exited: Callable[[], bool],
-    end_marker: bytes | None = None,
 ) -> tuple[bytes, bytes, bool, bool, str | None]:
-    """Read two pipes apart until EOF, a cap, the deadline, or ``end_marker`` ending stdout.
+    """Read two pipes apart until EOF, a cap, or the deadline.
 
     Returns both buffers, whether each was cut at its cap, and why reading
     stopped early: ``"output_limit_exceeded"``, ``"timed_out"`` or None.
@@ -378,8 +377,6 @@ def capture_streams(
             if len(chunk) > room:
                 truncated[fd] = True
                 stop = "output_limit_exceeded"
-            elif end_marker and fd == out_fd and buf.endswith(end_marker):
-                return bytes(buf), bytes(buffers[err_fd]), False, truncated[err_fd], None
     return bytes(buffers[out_fd]), bytes(buffers[err_fd]), truncated[out_fd], truncated[err_fd], stop
 
 

@@ -179,8 +179,3 @@ def _younger_than(path: Path, seconds: float) -> bool:
         return time.time() - path.stat().st_mtime < seconds
     except OSError:
         return False
-
-
-def monotonic_deadline(seconds: float) -> float:
-    """A deadline ``seconds`` from now on the monotonic clock."""
-    return time.monotonic() + seconds
