@@ -138,8 +138,11 @@ def _report(capture: Capture) -> SandboxReport:
     if streams.report is not None:
         try:
             return SandboxReport.model_validate({**json.loads(streams.report), **printed})
-        except (ValueError, ValidationError) as error:
-            raise InfrastructureFault(f"the sandbox's report is unreadable: {error}") from error
+        except (ValueError, ValidationError):
+            # Only the program, which shares the runner's process, can have spoilt the report:
+            # its own failure, never retried as an infrastructure fault.
+            spoilt = "the program overwrote its own report"
+            return SandboxReport(status=Status.FAILED, error=spoilt, **printed)
     if streams.stop == TIMED_OUT:
         return SandboxReport(status=Status.TIMED_OUT, exit_code=KILLED_BY_SIGKILL, **printed)
     if streams.stop == OUTPUT_LIMIT:
