@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 
 from sandq import Client, Settings
-from sandq.broker.batch import ready_results
+from sandq.client.batch import ready_results
 from sandq.broker.errors import SubmissionRefused
-from sandq.broker.introspection import TenantStatus, snapshot
+from sandq.client.status import TenantStatus, snapshot
 from sandq.broker.keys import Keys
 from sandq.broker.routing import Priority
 from tests.conftest import RedisServer, make_settings
-from tests.queue.conftest import SimWorker
+from tests.integration.queue.conftest import SimWorker
 
 RUN_SECONDS = 0.5
 """Run time in the fairness and priority runs: 20 slots drain a 2,000 flood in 50 s. Shorter

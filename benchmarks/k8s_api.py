@@ -46,8 +46,8 @@ def _summary(calls: list[Any], executions: int, seconds: float, outputs: list[st
 
 def _sandq(running: Any, kubeconfig: Path, workdir: Path, executions: int) -> dict[str, Any]:
     from sandq.contract import ExecutionRequest
-    from sandq.worker.kubernetes.backend import KubernetesBackend
-    from tests.k8s.conftest import NAMESPACE, make_settings
+    from sandq.sandbox.kubernetes.backend import KubernetesBackend
+    from tests.k8s_harness.env import NAMESPACE, make_settings
 
     settings = make_settings(kubeconfig, workdir, namespace=NAMESPACE)
     backend = KubernetesBackend(settings)
@@ -67,8 +67,8 @@ def _sandq(running: Any, kubeconfig: Path, workdir: Path, executions: int) -> di
 
 def _sandq_indexed(running: Any, kubeconfig: Path, workdir: Path, executions: int) -> dict[str, Any]:
     from sandq.contract import ExecutionRequest, SandboxReport
-    from sandq.worker.kubernetes.backend import KubernetesBackend
-    from tests.k8s.conftest import NAMESPACE, make_settings
+    from sandq.sandbox.kubernetes.backend import KubernetesBackend
+    from tests.k8s_harness.env import NAMESPACE, make_settings
 
     settings = make_settings(kubeconfig, workdir, namespace=NAMESPACE)
     backend = KubernetesBackend(settings)
@@ -91,7 +91,7 @@ def _sandq_indexed(running: Any, kubeconfig: Path, workdir: Path, executions: in
 def _gke(running: Any, kubeconfig: Path, executions: int) -> dict[str, Any]:
     from google.adk.code_executors.gke_code_executor import GkeCodeExecutor
 
-    from tests.k8s.conftest import NAMESPACE
+    from tests.k8s_harness.env import NAMESPACE
     from tests.k8s_harness.standin import JOBS
 
     executor = GkeCodeExecutor(kubeconfig_path=str(kubeconfig), namespace=NAMESPACE, timeout_seconds=60)

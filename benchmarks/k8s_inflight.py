@@ -59,9 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--executions", type=int, default=500)
     args = parser.parse_args()
-    from sandq.broker.client import Client
+    from sandq.client.client import Client
     from tests.conftest import RedisServer, WorkerProcess, make_settings
-    from tests.k8s.conftest import NAMESPACE
+    from tests.k8s_harness.env import NAMESPACE
     from tests.k8s_harness.cluster import HELD_OUTPUT, Cluster
     from tests.k8s_harness.standin import RunningStandIn
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandq import Client, ExecutionRequest, Settings, Status
-from sandq.worker.oci_bundle import Shape, oci_config, runner_dir, write_bundle
+from sandq.sandbox.gvisor.bundle import Shape, oci_config, runner_dir, write_bundle
 from tests.conftest import RedisServer, WorkerProcess, make_settings
 
 CODE = "print(1)"

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
-from sandq.contract import ExecutionRequest, ExecutionResult, Status
+from sandq.contract import DEFAULT_TENANT, ExecutionRequest, ExecutionResult, Status
 from sandq.settings import Settings
 
 app = typer.Typer(help="Run untrusted code in gVisor sandboxes through a Redis queue.", no_args_is_help=True)
@@ -92,7 +92,7 @@ def run(
     timeout: Annotated[int, typer.Option(help="Seconds before the sandbox is killed.")] = 300,
     mem_limit: Annotated[str, typer.Option(help="Memory limit, e.g. 512Mi.")] = "512Mi",
     cpu_limit: Annotated[str, typer.Option(help="CPU limit, e.g. 500m.")] = "500m",
-    tenant: Annotated[str, typer.Option(help="Tenant the execution is billed to.")] = "default",
+    tenant: Annotated[str, typer.Option(help="Tenant the execution is billed to.")] = DEFAULT_TENANT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
     backend: Annotated[str | None, typer.Option(help="Backend for --dry-run: kubernetes.")] = None,
@@ -101,7 +101,7 @@ def run(
     ] = False,
 ) -> None:
     """Run code through the queue and print its result; exit with the program's code."""
-    from sandq.broker.client import Client, ResultTimeout  # noqa: PLC0415
+    from sandq.client.client import Client, ResultTimeout  # noqa: PLC0415
 
     raw: dict[str, Any] = {
         "code": _read_code(file),
@@ -136,7 +136,7 @@ def _dry_run(raw: dict[str, Any], backend: str) -> None:
         raise typer.Exit(2)
     import uuid  # noqa: PLC0415
 
-    from sandq.worker.kubernetes import dry_run_yaml  # noqa: PLC0415
+    from sandq.sandbox.kubernetes import dry_run_yaml  # noqa: PLC0415
 
     typer.echo(dry_run_yaml(ExecutionRequest.model_validate(raw), Settings(), uuid.uuid4().hex), nl=False)
 
@@ -144,7 +144,7 @@ def _dry_run(raw: dict[str, Any], backend: str) -> None:
 @app.command()
 def janitor() -> None:
     """Delete sandq Jobs (and so their ConfigMaps) left past their deadline by crashed workers."""
-    from sandq.worker.kubernetes import run_janitor  # noqa: PLC0415
+    from sandq.sandbox.kubernetes import run_janitor  # noqa: PLC0415
 
     typer.echo(f"deleted {run_janitor(Settings())} Job(s)")
 
@@ -184,9 +184,8 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    from sandq.broker import batch_file  # noqa: PLC0415
-    from sandq.broker.batch import ready_results  # noqa: PLC0415
-    from sandq.broker.client import Client  # noqa: PLC0415
+    from sandq.client import batch_file  # noqa: PLC0415
+    from sandq.client.client import Client  # noqa: PLC0415
 
     if priority not in ("batch", "interactive"):
         raise typer.BadParameter("priority must be batch or interactive")
@@ -209,7 +208,7 @@ def batch(
                 if line.request is None:
                     write(batch_file.invalid_line_result(line))
             valid = [line for line in todo if line.request is not None]
-            finished = ready_results(client, [line.id for line in valid])
+            finished = client.ready_results([line.id for line in valid])
             for result in finished.values():
                 write(result)
             rest = [line for line in valid if line.id not in finished]
@@ -237,8 +236,8 @@ def status(
     """Show queue depth by queue and tenant, parked and in-flight executions by tenant, and workers."""
     from rich.table import Table  # noqa: PLC0415
 
-    from sandq.broker.client import Client  # noqa: PLC0415
-    from sandq.broker.introspection import snapshot  # noqa: PLC0415
+    from sandq.client.client import Client  # noqa: PLC0415
+    from sandq.client.status import snapshot  # noqa: PLC0415
 
     client = Client.from_env()
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -31,6 +31,8 @@ MAX_CODE_BYTES = 512 * 1024
 MAX_INPUT_FILES_BYTES = 768 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 MAX_TIMEOUT_SECONDS = 3600
+DEFAULT_TENANT = "default"
+"""The tenant of a request that names none (its queue is the base queue)."""
 
 _TENANT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._ +@=,-]+$")
@@ -108,7 +110,7 @@ class ExecutionRequest(BaseModel):
 
     code: str = Field(min_length=1)
     language: Literal["python"] = "python"
-    tenant: str = "default"
+    tenant: str = DEFAULT_TENANT
     timeout_seconds: int = Field(default=300, ge=1, le=MAX_TIMEOUT_SECONDS)
     cpu_requested: Quantity = "200m"
     mem_requested: Quantity = "256Mi"
@@ -172,6 +174,12 @@ class Submission(BaseModel):
     enqueued_at: datetime
     request: dict[str, object]
 
+    @property
+    def tenant(self) -> str:
+        """The tenant the raw request names (the default tenant if it names none, or not as text)."""
+        tenant = self.request.get("tenant")
+        return tenant if isinstance(tenant, str) else DEFAULT_TENANT
+
 
 class SandboxReport(BaseModel):
     """How a sandbox ended and what came out of it: what a backend reports for one run."""
@@ -197,8 +205,29 @@ class ExecutionResult(SandboxReport):
     id: str
     attempts: int = 1
     backend: str = ""
-    tenant: str = "default"
+    tenant: str = DEFAULT_TENANT
     enqueued_at: datetime | None = None
+
+    @classmethod
+    def rejected(cls, execution_id: str, reason: str, **fields: object) -> ExecutionResult:
+        """The result of a request refused before any sandbox started: nothing ran."""
+        return cls._ended(execution_id, Status.REJECTED, reason, attempts=0, **fields)
+
+    @classmethod
+    def cancelled(cls, execution_id: str, reason: str, **fields: object) -> ExecutionResult:
+        """The result of an execution cancelled before it started (``attempts`` 0)."""
+        return cls._ended(execution_id, Status.CANCELLED, reason, attempts=0, **fields)
+
+    @classmethod
+    def infrastructure_error(cls, execution_id: str, reason: str, **fields: object) -> ExecutionResult:
+        """The result of an execution the sandbox system could not carry out (not the code's fault)."""
+        error = f"the sandbox system failed, not your code ({reason}); retrying later may help"
+        return cls._ended(execution_id, Status.INFRASTRUCTURE_ERROR, error, **fields)
+
+    @classmethod
+    def _ended(cls, execution_id: str, status: Status, error: str, **fields: object) -> ExecutionResult:
+        values: dict[str, object] = {"finished_at": now(), **fields}
+        return cls.model_validate({"id": execution_id, "status": status, "error": error, **values})
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -215,3 +244,8 @@ class ExecutionResult(SandboxReport):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+def now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)

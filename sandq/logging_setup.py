@@ -1,8 +1,9 @@
 """Worker logs: one JSON object (or text line) per record, carrying the execution id.
 
-Every record emitted while a task runs carries that execution's id (set by Celery's
-``task_prerun``, cleared by ``task_postrun``). Celery's "Task ... succeeded" line would print
-the task's return value, which holds the user's stdout: it is cut down to the status.
+Every record emitted while a task runs carries that execution's id (set at Celery's
+``task_prerun``, cleared at ``task_postrun``; see ``sandq.worker.process``). Celery's
+"Task ... succeeded" line would print the task's return value, which holds the user's stdout:
+it is cut down to the status.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Literal
 
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging
 
 LogFormat = Literal["json", "text"]
 
@@ -29,13 +30,13 @@ _execution_id: ContextVar[str | None] = ContextVar("sandq_execution_id", default
 _STATUS = re.compile(r"'status': '([a-z_]+)'")
 
 
-@task_prerun.connect
-def _enter_execution(task_id: str | None = None, **_: object) -> None:
-    _execution_id.set(task_id)
+def enter_execution(execution_id: str | None) -> None:
+    """Tag the records that follow, in this context, with ``execution_id``."""
+    _execution_id.set(execution_id)
 
 
-@task_postrun.connect
-def _leave_execution(**_: object) -> None:
+def leave_execution() -> None:
+    """Stop tagging records with an execution id."""
     _execution_id.set(None)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sandq.broker.client import Client
+from sandq.client.client import Client
 from sandq.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

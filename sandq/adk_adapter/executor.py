@@ -17,9 +17,9 @@ from google.adk.code_executors.code_execution_utils import File as AdkFile
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from typing_extensions import override
 
-from sandq.broker.client import Client, ExecutionHandle, ResultTimeout
 from sandq.broker.errors import SubmissionRefused
-from sandq.contract import ExecutionRequest, ExecutionResult, File, Status
+from sandq.client.client import Client, ExecutionHandle, ResultTimeout
+from sandq.contract import DEFAULT_TENANT, ExecutionRequest, ExecutionResult, File, Status
 from sandq.settings import Settings
 from sandq.validation import RequestRejected, describe
 
@@ -88,7 +88,7 @@ class QueuedCodeExecutor(BaseCodeExecutor):
     redis_url: str | None = None
     queue: str | None = None
     client: Client | None = Field(default=None, exclude=True)
-    tenant: str = "default"
+    tenant: str = DEFAULT_TENANT
     labels: dict[str, str] = Field(default_factory=dict)
     queue_wait_seconds: float = Field(default=60.0, ge=0)
 

@@ -1,4 +1,8 @@
-"""The Celery application: Redis broker and result backend, JSON only."""
+"""The Celery application: Redis broker and result backend, JSON only; the task names.
+
+Used by the client (to send) and the worker (to run); ``celery_app`` is configured from the
+environment when first imported, so only the worker and its tools import it.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
-        include=["sandq.worker.tasks", "sandq.worker.heartbeat"],
+        include=["sandq.worker.task", "sandq.worker.process"],
     )
     return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
+from sandq.contract import DEFAULT_TENANT
 from sandq.settings import Settings
 
 Priority = Literal["interactive", "batch"]
@@ -19,8 +20,6 @@ PRIORITY_VALUES: dict[Priority, int] = {"interactive": 3, "batch": 9}
 
 HANDED_OFF_PRIORITY = 0
 """Priority of a parked execution sent back holding its slot: it goes ahead of every new one."""
-
-DEFAULT_TENANT = "default"
 
 TENANT_QUEUE_COMMAND = "sandq_tenant_queue"
 """Worker remote-control command announcing a new tenant (arguments ``base`` and ``tenant``):

@@ -1,4 +1,4 @@
-"""The Lua scripts kept next to this module, registered on a Redis client."""
+"""The Lua scripts in ``lua/``, registered on a Redis client."""
 
 from __future__ import annotations
 
@@ -9,5 +9,5 @@ from redis.commands.core import Script
 
 
 def load_script(client: redis.Redis, name: str) -> Script:
-    """Register ``sandq/broker/<name>.lua`` on ``client`` (EVALSHA, loaded on first use)."""
-    return client.register_script(files("sandq.broker").joinpath(f"{name}.lua").read_text("utf-8"))
+    """Register ``sandq/broker/lua/<name>.lua`` on ``client`` (EVALSHA, loaded on first use)."""
+    return client.register_script(files("sandq.broker").joinpath("lua", f"{name}.lua").read_text("utf-8"))

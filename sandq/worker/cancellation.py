@@ -16,9 +16,8 @@ from contextlib import contextmanager
 import redis
 
 from sandq.broker.keys import Keys
-from sandq.contract import ExecutionResult, Status, Submission
+from sandq.sandbox.backend import Backend
 from sandq.settings import Settings
-from sandq.worker.backend import Backend, now
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +26,6 @@ _RETRY_SECONDS = 0.1
 _IDLE_SECONDS = 10.0
 """How long the listener blocks on its subscription when no cancellation is pending: polling
 eight worker processes ten times a second cost more CPU than a sandbox's teardown."""
-
-
-def cancelled_before_start(submission: Submission, tenant: str) -> ExecutionResult:
-    """The result of an execution cancelled while it was queued."""
-    return ExecutionResult(
-        id=submission.id,
-        status=Status.CANCELLED,
-        attempts=0,
-        tenant=tenant,
-        enqueued_at=submission.enqueued_at,
-        finished_at=now(),
-        error="cancelled before it started",
-    )
 
 
 class CancelListener:

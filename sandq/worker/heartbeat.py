@@ -9,6 +9,7 @@ back, a dead worker's come back about ``redelivery_seconds`` after it died.
 
 The main process holds the messages (a pool process only runs them), so killing a pool process
 does not stop the heartbeat: Celery requeues that message at once (``task_reject_on_worker_lost``).
+Started and stopped by ``sandq.worker.process``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from celery.signals import worker_init, worker_shutdown
 from celery.worker import state
 
-from sandq.settings import Settings, get_settings
+from sandq.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +85,3 @@ class Heartbeat:
             except redis.RedisError as error:
                 log.warning("heartbeat: could not refresh unacknowledged messages: %s", error)
 
-
-_heartbeat: Heartbeat | None = None
-
-
-@worker_init.connect
-def _start_heartbeat(**_: object) -> None:
-    """Start the worker's heartbeat in its main process, before the pool starts."""
-    global _heartbeat  # noqa: PLW0603 (one heartbeat per worker)
-    _heartbeat = Heartbeat(get_settings())
-    _heartbeat.start()
-
-
-@worker_shutdown.connect
-def _stop_heartbeat(**_: object) -> None:
-    """Stop the heartbeat once the worker has finished (or handed back) its executions."""
-    if _heartbeat is not None:
-        _heartbeat.stop()

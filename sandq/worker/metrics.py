@@ -1,6 +1,7 @@
 """The worker's Prometheus metrics: executions, waits, run times, Kubernetes API errors, queues.
 
-Executions are counted from Celery's task signals in the pool process that ran them; with
+Executions are counted from Celery's task signals (``sandq.worker.process``) in the pool
+process that ran them; with
 ``sandq worker`` those processes write to prometheus_client's multiprocess files and the main
 process serves the sum (see ``sandq.worker.metrics_server``). Queue depths are read from Redis
 at scrape time by ``QueueCollector``.
@@ -13,15 +14,13 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from sandq.broker.app import EXECUTE_TASK
-from sandq.broker.client import Client
-from sandq.broker.introspection import snapshot
+from sandq.client.client import Client
+from sandq.client.status import snapshot
 from sandq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,30 +62,10 @@ def record_result(result: Mapping[str, Any]) -> None:
             histogram.labels(backend=backend).observe(max(float(seconds), 0.0))
 
 
-def _is_execution(sender: object) -> bool:
-    return getattr(sender, "name", None) == EXECUTE_TASK
-
-
-@task_prerun.connect
-def _task_started(sender: object = None, **_: object) -> None:
-    if _is_execution(sender):
-        IN_FLIGHT.inc()
-
-
-@task_postrun.connect
-def _task_finished(sender: object = None, retval: object = None, **_: object) -> None:
-    """A returned result is counted; a retry (``retval`` is the exception) is not."""
-    if _is_execution(sender):
-        IN_FLIGHT.dec()
-        if isinstance(retval, Mapping) and "status" in retval:
-            record_result(retval)
-
-
-@worker_process_shutdown.connect
-def _process_gone(pid: int | None = None, **_: object) -> None:
-    """Drop this pool process's live gauges from the sum once it exits."""
+def process_gone(pid: int) -> None:
+    """Drop a pool process's live gauges from the sum once it exits."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class QueueCollector(Collector):

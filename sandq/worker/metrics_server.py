@@ -61,7 +61,7 @@ def serve_metrics(settings: Settings) -> None:
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415 (after the env)
     from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
-    from sandq.worker.metrics import QueueCollector  # noqa: PLC0415 (connects the task signals)
+    from sandq.worker.metrics import QueueCollector  # noqa: PLC0415 (after the env)
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -1,0 +1,157 @@
+"""The local gVisor backend: one fresh ``runsc`` sandbox per execution, no cluster."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sandq.contract import ExecutionRequest, SandboxReport, Status, now
+from sandq.periodic import Periodic
+from sandq.sandbox.backend import Backend, InfrastructureFault
+from sandq.sandbox.gvisor.bundle import Shape
+from sandq.sandbox.gvisor.pool import WarmPool
+from sandq.sandbox.gvisor.sandbox import Capture, LocalSandbox, sweep_orphans
+from sandq.sandbox.gvisor.streams import BOOT_SECONDS
+from sandq.sandbox.protocol import ReportUnreadable, Stop, job_document, read_report, report_marker
+from sandq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KILLED_BY_SIGKILL = 137
+
+
+class GVisorBackend(Backend):
+    """Runs each request in its own sandbox: a warm one of the default shape, else a cold one."""
+
+    name = "gvisor"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._running: dict[str, LocalSandbox] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        settings.runsc_root.mkdir(parents=True, exist_ok=True)
+        settings.bundle_dir.mkdir(parents=True, exist_ok=True)
+        self.pool: WarmPool | None = None
+        self._sweeper = Periodic("sandq-sweep", settings.sweep_interval_seconds, self.sweep)
+        self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandq-reaper")
+        self.warm_starts = 0
+        self.cold_starts = 0
+
+    def start(self) -> None:
+        """Start the warm pool (if its size is not 0) and the periodic sweep of dead workers' sandboxes."""
+        if self.settings.warm_pool_size and self.pool is None:
+            shape = Shape.of(ExecutionRequest(code="pass"))
+            self.pool = WarmPool(self.settings, shape, self.settings.warm_pool_size)
+        self._sweeper.start()
+
+    def _report_cap(self) -> int:
+        return self.settings.max_output_files_bytes * 4 // 3 + 64 * 1024
+
+    def _sandbox_for(self, request: ExecutionRequest) -> LocalSandbox:
+        shape = Shape.of(request)
+        if self.pool is not None and shape == self.pool.shape:
+            warm = self.pool.take()
+            if warm is not None:
+                self.warm_starts += 1
+                return warm
+        self.cold_starts += 1
+        return LocalSandbox(self.settings, shape)
+
+    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+        """Run ``request`` in a sandbox used for nothing else, then remove every trace of it."""
+        if self.pool is None:
+            return self._run(execution_id, request)
+        with self.pool.busy():  # the pool refills only between executions
+            return self._run(execution_id, request)
+
+    def _run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+        try:
+            sandbox = self._sandbox_for(request)
+        except OSError as error:
+            raise InfrastructureFault(f"could not start a sandbox: {error}") from error
+        with self._lock:
+            self._running[execution_id] = sandbox
+        started = now()
+        capture: Capture | None = None
+        marker = report_marker()
+        try:
+            capture = sandbox.execute(
+                job_document(request, self.settings, marker),
+                marker,
+                (request.max_output_bytes, self._report_cap()),
+                request.timeout_seconds,
+            )
+        finally:
+            with self._lock:
+                self._running.pop(execution_id, None)
+                cancelled = execution_id in self._cancelled
+                self._cancelled.discard(execution_id)
+            if capture is not None and capture.code is None:
+                self._reaper.submit(sandbox.remove)  # reported and exiting: tear down off the hot path
+            else:
+                sandbox.remove()
+        if cancelled:
+            report = SandboxReport(status=Status.CANCELLED, error="cancelled while running")
+        else:
+            report = _report(capture)
+        return report.model_copy(
+            update={"sandbox_name": sandbox.name, "started_at": started, "finished_at": now()}
+        )
+
+    def cancel(self, execution_id: str) -> bool:
+        """Kill the sandbox of a running execution; it ends as ``cancelled``."""
+        with self._lock:
+            sandbox = self._running.get(execution_id)
+            if sandbox is None:
+                return False
+            self._cancelled.add(execution_id)
+        sandbox.kill()
+        return True
+
+    def sweep(self) -> None:
+        """Remove sandboxes whose owning worker process is gone."""
+        for name in sweep_orphans(self.settings):
+            log.info("removed leftover sandbox %s", name)
+
+    def close(self) -> None:
+        """Drain the warm pool and finish every pending teardown."""
+        self._sweeper.stop()
+        if self.pool is not None:
+            self.pool.close()
+        self._reaper.shutdown(wait=True)
+
+
+def _report(capture: Capture) -> SandboxReport:
+    """How the sandbox ended: the runner's report with the streams, or else what its exit tells."""
+    streams = capture.streams
+    printed = streams.printed.fields()
+    if streams.report is not None:
+        try:
+            return read_report(streams.report, streams.printed)
+        except ReportUnreadable:
+            # Only the program, which shares the runner's process, can have spoilt the report:
+            # its own failure, never retried as an infrastructure fault.
+            spoilt = "the program overwrote its own report"
+            return SandboxReport(status=Status.FAILED, error=spoilt, **printed)
+    if streams.stop is Stop.TIMED_OUT:
+        return SandboxReport(status=Status.TIMED_OUT, exit_code=KILLED_BY_SIGKILL, **printed)
+    if streams.stop is Stop.OUTPUT_LIMIT:
+        return SandboxReport(status=Status.OUTPUT_LIMIT_EXCEEDED, exit_code=KILLED_BY_SIGKILL, **printed)
+    if not streams.started:
+        tail = str(printed["stderr"]).strip()[-500:] or "no message"
+        if streams.stop is Stop.NOT_STARTED:
+            raise InfrastructureFault(f"the sandbox did not start within {BOOT_SECONDS:.0f} s: {tail}")
+        raise InfrastructureFault(f"runsc exited {capture.code} before the sandbox started: {tail}")
+    if capture.code == KILLED_BY_SIGKILL:
+        return SandboxReport(
+            status=Status.OOM_KILLED,
+            exit_code=KILLED_BY_SIGKILL,
+            error="the sandbox exceeded its memory limit and was killed",
+            **printed,
+        )
+    # The program ended the process itself (os._exit, a fatal signal): its exit status is the
+    # sandbox's, and no output files were collected.
+    code = capture.code or 0
+    return SandboxReport(status=Status.SUCCEEDED if code == 0 else Status.FAILED, exit_code=code, **printed)

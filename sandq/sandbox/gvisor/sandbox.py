@@ -1,0 +1,181 @@
+"""One local gVisor sandbox: started (perhaps ahead of time), handed one job, removed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from sandq.sandbox.gvisor.bundle import Shape, write_bundle
+from sandq.sandbox.gvisor.streams import Streams, read_streams
+from sandq.sandbox.protocol import READY
+from sandq.settings import Settings
+
+SANDBOX_PREFIX = "sq-"
+OWNER_FILE = "owner.pid"
+OWNERLESS_GRACE_SECONDS = 60.0
+"""A bundle this young without its owner file is being written, not left behind."""
+
+
+class Capture:
+    """What came out of a sandbox, and its exit code (None: still tearing down after its report)."""
+
+    def __init__(self, streams: Streams, code: int | None) -> None:
+        self.streams, self.code = streams, code
+
+
+class LocalSandbox:
+    """A ``runsc run`` whose runner waits on stdin for exactly one job."""
+
+    def __init__(self, settings: Settings, shape: Shape) -> None:
+        self.settings = settings
+        self.shape = shape
+        self.name = SANDBOX_PREFIX + uuid.uuid4().hex[:16]
+        self.bundle = settings.bundle_dir / self.name
+        write_bundle(self.bundle, shape, settings, self.name)
+        (self.bundle / OWNER_FILE).write_text(str(os.getpid()))
+        self.proc = subprocess.Popen(
+            [*runsc_base(settings), "--network=none", "run", "--bundle", str(self.bundle), self.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._ready = False
+
+    def ready_to_read(self, timeout: float) -> bool:
+        """True once the runner's stderr has something to read (its readiness byte, or an error)."""
+        assert self.proc.stderr is not None
+        readable, _, _ = select.select([self.proc.stderr], [], [], timeout)
+        return bool(readable)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait for the runner's readiness byte; False if the sandbox died or was too slow."""
+        assert self.proc.stderr is not None
+        if self.ready_to_read(timeout) and os.read(self.proc.stderr.fileno(), 1) == READY:
+            self._ready = True
+        return self._ready
+
+    def alive(self) -> bool:
+        """True while the sandbox has not exited."""
+        return self.proc.poll() is None
+
+    def execute(self, job: bytes, marker: str, caps: tuple[int, int], timeout: float) -> Capture:
+        """Hand the job over and read what comes out, killing the sandbox at the deadline or a cap.
+
+        ``caps`` are the program's per-stream cap and the report's. Returns as soon as
+        the report is complete; the sandbox may still be tearing down (``remove`` waits
+        for it). Without a report, waits for the exit code, which tells what happened.
+        """
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
+        streams = read_streams(
+            self.proc.stdout.fileno(),
+            self.proc.stderr.fileno(),
+            marker=marker.encode(),
+            cap=caps[0],
+            report_cap=caps[1],
+            timeout=timeout,
+            started=self._ready,
+            exited=lambda: self.proc.poll() is not None,
+        )
+        if streams.stop is not None:
+            self.kill()
+        return Capture(streams, self.proc.poll() if streams.report is not None else self.proc.wait())
+
+    def kill(self) -> None:
+        """Kill every process in the sandbox."""
+        runsc(self.settings, "kill", "--all", self.name, "KILL")
+
+    def remove(self) -> None:
+        """Stop the sandbox if it still runs, and remove every trace of it."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # an idle runner exits at EOF
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        if has_state(self.settings, self.name):
+            remove_sandbox(self.settings, self.name)
+        else:  # an attached ``runsc run`` that ended has already deleted its container
+            shutil.rmtree(self.bundle, ignore_errors=True)
+
+
+def _write_and_close(stdin: object, job: bytes) -> None:
+    assert hasattr(stdin, "write") and hasattr(stdin, "close")
+    with contextlib.suppress(OSError):  # the sandbox died first: its exit code tells why
+        stdin.write(job)
+    with contextlib.suppress(OSError):
+        stdin.close()
+
+
+def runsc_base(settings: Settings) -> list[str]:
+    """``runsc`` with sandq's own state directory."""
+    return [settings.runsc_path, "--root", str(settings.runsc_root)]
+
+
+def runsc(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run one runsc command and return what it did."""
+    return subprocess.run([*runsc_base(settings), *args], capture_output=True, timeout=60, check=False)
+
+
+def has_state(settings: Settings, name: str) -> bool:
+    """True while runsc keeps state for the sandbox ``name``."""
+    return any(settings.runsc_root.glob(f"{name}_sandbox*.state"))
+
+
+def remove_sandbox(settings: Settings, name: str) -> None:
+    """Kill, delete and forget a sandbox by name, whatever state it is in."""
+    runsc(settings, "kill", "--all", name, "KILL")
+    runsc(settings, "delete", "--force", name)
+    shutil.rmtree(settings.bundle_dir / name, ignore_errors=True)
+
+
+def sweep_orphans(settings: Settings) -> list[str]:
+    """Remove sandboxes whose owning worker process is gone; return their names."""
+    listed = runsc(settings, "list", "--quiet").stdout.decode().split()
+    names = set(listed) | {p.name for p in settings.bundle_dir.iterdir()}
+    removed = []
+    for name in sorted(n for n in names if n.startswith(SANDBOX_PREFIX)):
+        if not _owner_alive(settings.bundle_dir / name / OWNER_FILE):
+            remove_sandbox(settings, name)
+            removed.append(name)
+    return removed
+
+
+def _owner_alive(owner_file: Path) -> bool:
+    """True if the process that started the sandbox still runs (a zombie counts as gone).
+
+    A young bundle without a readable owner file is still being written by its owner.
+    """
+    try:
+        pid = int(owner_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return _younger_than(owner_file.parent, OWNERLESS_GRACE_SECONDS)
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return False

@@ -1,0 +1,321 @@
+"""Pure functions from requests and the settings to every manifest the backend creates.
+
+A Job and its ConfigMap for one execution, or for an Indexed Job of many (``IndexedJob``,
+planned by ``indexed``). Called by ``backend`` and ``dry_run``; nothing here calls the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sandq.contract import ExecutionRequest
+from sandq.sandbox.protocol import (
+    INDEXED_SPEC,
+    MOUNT_DIR,
+    RUNNER_FILE,
+    execution_files,
+    runner_command,
+    runner_source,
+    sandbox_files,
+)
+from sandq.settings import Settings
+
+Manifest = dict[str, Any]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "sandq"
+SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+EXECUTION_LABEL = "sandq.dev/execution"
+TENANT_LABEL = "sandq.dev/tenant"
+EXECUTION_ID_ANNOTATION = "sandq.dev/execution-id"
+EXECUTION_IDS_ANNOTATION = "sandq.dev/execution-ids"
+INDEXED_PREFIX = "sqb-"
+CONTAINER = "runner"
+POD_PYTHON = "python3"
+NAME_PREFIX = "sq-"
+FILES_VOLUME = "sandq-files"
+TMP_VOLUME = "tmp"
+
+_SAFE_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,58}[a-z0-9])?$")
+_NAME_MAX = 63
+
+
+def pod_failure_policy(on_failure: str) -> dict[str, Any]:
+    """The Job's pod failure policy: disruptions (eviction, preemption) are ignored, not the user's fault;
+    a failed run ends with ``on_failure``.
+    """
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": on_failure,
+                "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]},
+            },
+        ]
+    }
+
+
+def object_name(execution_id: str) -> str:
+    """The deterministic name of the Job and ConfigMap of one execution.
+
+    A DNS label of at most 63 characters (the Job controller copies it into a
+    label): ``sq-<id>`` when the id is already safe, else ``sq-<sha256 prefix>``.
+    """
+    lowered = execution_id.lower()
+    if _SAFE_ID.match(lowered) and len(NAME_PREFIX) + len(lowered) <= _NAME_MAX and lowered == execution_id:
+        return NAME_PREFIX + lowered
+    return NAME_PREFIX + hashlib.sha256(execution_id.encode()).hexdigest()[:40]
+
+
+def labels(request: ExecutionRequest, execution_id: str) -> dict[str, str]:
+    """Labels on the Job, its pods and its ConfigMap."""
+    return {
+        MANAGED_BY: MANAGED_BY_VALUE,
+        EXECUTION_LABEL: object_name(execution_id)[len(NAME_PREFIX) :],
+        TENANT_LABEL: request.tenant,
+    }
+
+
+def _metadata(request: ExecutionRequest, settings: Settings, execution_id: str) -> Manifest:
+    return {
+        "name": object_name(execution_id),
+        "namespace": settings.namespace,
+        "labels": labels(request, execution_id),
+        "annotations": {EXECUTION_ID_ANNOTATION: execution_id},
+    }
+
+
+def owner_reference(job_name: str, job_uid: str) -> Manifest:
+    """An ownerReference to the Job, so the ConfigMap is garbage-collected with it.
+
+    ``blockOwnerDeletion`` stays unset: setting it would need update rights on
+    ``jobs/finalizers``.
+    """
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}
+
+
+def config_map(files: dict[str, bytes], metadata: Manifest) -> Manifest:
+    """An immutable ConfigMap holding ``files``: UTF-8 ones as ``data``, the others as ``binaryData``."""
+    text: dict[str, str] = {}
+    binary: dict[str, str] = {}
+    for key, content in files.items():
+        try:
+            text[key] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            binary[key] = base64.b64encode(content).decode("ascii")
+    manifest: Manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "immutable": True,
+        "data": text,
+    }
+    if binary:
+        manifest["binaryData"] = binary
+    return manifest
+
+
+def configmap_manifest(
+    request: ExecutionRequest, settings: Settings, execution_id: str, job_uid: str
+) -> Manifest:
+    """The ConfigMap with the sandbox files (code, runner, spec, inputs), owned by the Job."""
+    metadata = _metadata(request, settings, execution_id)
+    metadata["ownerReferences"] = [owner_reference(object_name(execution_id), job_uid)]
+    return config_map(sandbox_files(request, settings), metadata)
+
+
+def active_deadline_seconds(request: ExecutionRequest, settings: Settings) -> int:
+    """The Job's hard deadline: the timeout, plus the kill grace so the runner reports first."""
+    return request.timeout_seconds + math.ceil(settings.kill_grace_seconds)
+
+
+def _security_context(settings: Settings) -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.sandbox_uid,
+        "runAsGroup": settings.sandbox_uid,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container(request: ExecutionRequest, settings: Settings, command: list[str]) -> Manifest:
+    storage = settings.ephemeral_storage_limit
+    return {
+        "name": CONTAINER,
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "workingDir": "/tmp",
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            {"name": "LANG", "value": "C.UTF-8"},
+        ],
+        "resources": {
+            "requests": {
+                "cpu": request.cpu_requested,
+                "memory": request.mem_requested,
+                "ephemeral-storage": storage,
+            },
+            "limits": {"cpu": request.cpu_limit, "memory": request.mem_limit, "ephemeral-storage": storage},
+        },
+        "securityContext": _security_context(settings),
+        "volumeMounts": [
+            {"name": FILES_VOLUME, "mountPath": MOUNT_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        ],
+        "terminationMessagePolicy": "File",
+    }
+
+
+def pod_spec(
+    request: ExecutionRequest, settings: Settings, configmap: str, command: list[str] | None = None
+) -> Manifest:
+    """The sandbox pod: ``request``'s resources, files from ConfigMap ``configmap``, PSS restricted."""
+    spec: Manifest = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+        "terminationGracePeriodSeconds": 0,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.sandbox_uid,
+            "runAsGroup": settings.sandbox_uid,
+            "fsGroup": settings.sandbox_uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(request, settings, command or runner_command(POD_PYTHON))],
+        "volumes": [
+            {
+                "name": FILES_VOLUME,
+                "configMap": {"name": configmap, "defaultMode": 0o444},
+            },
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": settings.tmp_size}},
+        ],
+    }
+    if settings.runtime_class:
+        spec["runtimeClassName"] = settings.runtime_class
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    return spec
+
+
+def job_manifest(request: ExecutionRequest, settings: Settings, execution_id: str) -> Manifest:
+    """The Job of one execution: one try, a hard deadline, disruptions not held against the user."""
+    metadata = _metadata(request, settings, execution_id)
+    spec = {
+        "activeDeadlineSeconds": active_deadline_seconds(request, settings),
+        "backoffLimit": 0,
+        "podFailurePolicy": pod_failure_policy("FailJob"),
+    }
+    pod = pod_spec(request, settings, object_name(execution_id))
+    return _job(metadata, spec, pod, settings, pod_annotations=True)
+
+
+def _job(
+    metadata: Manifest, spec: Manifest, pod: Manifest, settings: Settings, *, pod_annotations: bool
+) -> Manifest:
+    """A Job with ``spec`` whose pods run ``pod`` and carry its labels (and its annotations)."""
+    template: Manifest = {"labels": dict(metadata["labels"])}
+    if pod_annotations:
+        template["annotations"] = dict(metadata["annotations"])
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            **spec,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "template": {"metadata": template, "spec": pod},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class IndexedJob:
+    """Snippets that run as one Indexed Job: index ``i`` is ``ids[i]`` running ``requests[i]``."""
+
+    ids: tuple[str, ...]
+    requests: tuple[ExecutionRequest, ...]
+
+    @property
+    def name(self) -> str:
+        """Deterministic in the ids, so a redelivered batch attaches to its own Job."""
+        return INDEXED_PREFIX + hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:40]
+
+    @property
+    def template(self) -> ExecutionRequest:
+        """The request whose resources and tenant every pod shares (all are equal there)."""
+        return self.requests[0]
+
+
+def _indexed_metadata(job: IndexedJob, settings: Settings) -> Manifest:
+    return {
+        "name": job.name,
+        "namespace": settings.namespace,
+        "labels": {
+            MANAGED_BY: MANAGED_BY_VALUE,
+            EXECUTION_LABEL: job.name[len(INDEXED_PREFIX) :],
+            TENANT_LABEL: job.template.tenant,
+        },
+        "annotations": {EXECUTION_IDS_ANNOTATION: json.dumps(list(job.ids))},
+    }
+
+
+def indexed_deadline_seconds(job: IndexedJob, settings: Settings) -> int:
+    """The whole Job's deadline: its longest timeout (plus kill grace) for each wave of pods."""
+    waves = math.ceil(len(job.ids) / min(settings.indexed_parallelism, len(job.ids)))
+    longest = max(r.timeout_seconds for r in job.requests)
+    return waves * (longest + math.ceil(settings.kill_grace_seconds))
+
+
+def indexed_configmap_manifest(job: IndexedJob, settings: Settings, job_uid: str) -> Manifest:
+    """One ConfigMap for every snippet of the Job (and the runner, once), owned by the Job."""
+    files = {RUNNER_FILE: runner_source()}
+    for index, request in enumerate(job.requests):
+        files.update(execution_files(request, settings, index))
+    metadata = _indexed_metadata(job, settings)
+    metadata["ownerReferences"] = [owner_reference(job.name, job_uid)]
+    return config_map(files, metadata)
+
+
+def indexed_job_manifest(job: IndexedJob, settings: Settings) -> Manifest:
+    """The Indexed Job: one pod per snippet, ``indexed_parallelism`` at once, one try per index."""
+    spec = {
+        "completionMode": "Indexed",
+        "completions": len(job.ids),
+        "parallelism": min(settings.indexed_parallelism, len(job.ids)),
+        "backoffLimitPerIndex": 0,
+        "activeDeadlineSeconds": indexed_deadline_seconds(job, settings),
+        "podFailurePolicy": pod_failure_policy("FailIndex"),
+    }
+    command = runner_command(POD_PYTHON, INDEXED_SPEC)
+    pod = pod_spec(job.template, settings, job.name, command)
+    return _job(_indexed_metadata(job, settings), spec, pod, settings, pod_annotations=False)
+
+
+def data_size(files: dict[str, bytes]) -> int:
+    """Bytes ``files`` take in a ConfigMap (binary ones base64-encoded)."""
+    size = 0
+    for key, content in files.items():
+        try:
+            content.decode("utf-8")
+            size += len(key) + len(content)
+        except UnicodeDecodeError:
+            size += len(key) + 4 * math.ceil(len(content) / 3)
+    return size

@@ -1,0 +1,200 @@
+"""The host side of the runner protocol: what a sandbox receives, and how its report is read.
+
+Every backend ships the same bytes (a local sandbox reads its job on stdin, a pod from a
+ConfigMap) and reads the same report document (``sandq.sandbox.runner`` writes it). The
+protocol's constants live in the runner, which must stay a single stdlib-only file; they are
+re-exported here for the host.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import marshal
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sandq.contract import ExecutionRequest, SandboxReport
+from sandq.sandbox import runner
+from sandq.sandbox.runner import (
+    CODE_FILE,
+    FRAME_BEGIN,
+    FRAME_END,
+    INDEX_PLACEHOLDER,
+    MOUNT_DIR,
+    READY,
+    RUNNER_FILE,
+    SPEC_FILE,
+)
+from sandq.settings import Settings
+
+__all__ = [
+    "CODE_FILE",
+    "FRAME_BEGIN",
+    "FRAME_END",
+    "INDEXED_SPEC",
+    "MOUNT_DIR",
+    "READY",
+    "RUNNER_FILE",
+    "SPEC_FILE",
+    "Printed",
+    "ReportUnreadable",
+    "Stop",
+    "execution_files",
+    "job_document",
+    "parse_frame",
+    "read_report",
+    "report_marker",
+    "runner_command",
+    "runner_source",
+    "sandbox_files",
+]
+
+INDEXED_SPEC = f"{MOUNT_DIR}/spec-{INDEX_PLACEHOLDER}.json"
+"""The spec argument of an Indexed Job's pods: the runner puts in its ``JOB_COMPLETION_INDEX``."""
+
+_RUNNER_SOURCE = Path(runner.__file__).read_bytes()
+
+
+class Stop(StrEnum):
+    """Why the host stopped reading a sandbox before its report came: it must be killed."""
+
+    TIMED_OUT = runner.TIMED_OUT
+    OUTPUT_LIMIT = runner.OUTPUT_LIMIT
+    NOT_STARTED = "not_started"
+    """The runner never said it was ready."""
+
+
+class ReportUnreadable(ValueError):
+    """The report document is not what the runner writes (the program spoilt it)."""
+
+
+@dataclass(frozen=True)
+class Printed:
+    """What the program wrote on its two streams, cut at the cap, and whether each was cut."""
+
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    def fields(self) -> dict[str, object]:
+        """The report's stream fields (decoded as UTF-8, undecodable bytes replaced)."""
+        return {
+            "stdout": self.stdout.decode("utf-8", errors="replace"),
+            "stderr": self.stderr.decode("utf-8", errors="replace"),
+            "stdout_truncated": self.stdout_truncated,
+            "stderr_truncated": self.stderr_truncated,
+        }
+
+
+def read_report(document: bytes | str, printed: Printed | None = None) -> SandboxReport:
+    """The runner's report document as a ``SandboxReport``.
+
+    A local sandbox's report comes without the streams, which the host read itself
+    (``printed``); a pod's carries them, base64-encoded. Raises ``ReportUnreadable``.
+    """
+    try:
+        doc = json.loads(document)
+        if printed is None:
+            printed = Printed(
+                binascii.a2b_base64(doc["stdout"]),
+                binascii.a2b_base64(doc["stderr"]),
+                bool(doc.get("stdout_truncated")),
+                bool(doc.get("stderr_truncated")),
+            )
+        return SandboxReport.model_validate({**doc, **printed.fields()})
+    except (ValueError, KeyError, TypeError, ValidationError, binascii.Error) as error:
+        raise ReportUnreadable(str(error)) from None
+
+
+def parse_frame(output: bytes | str) -> SandboxReport | None:
+    """The report framed by ``FRAME_BEGIN`` in a pod's log, or None if there is none whole."""
+    text = output.decode("utf-8", errors="replace") if isinstance(output, bytes) else output
+    begin = text.rfind(FRAME_BEGIN)
+    end = text.find(FRAME_END, begin + 1) if begin >= 0 else -1
+    if begin < 0 or end < 0:
+        return None
+    try:
+        return read_report(text[begin + len(FRAME_BEGIN) : end])
+    except ReportUnreadable:
+        return None
+
+
+def input_key(index: int, prefix: str = "in") -> str:
+    """The flat file name under which input file ``index`` travels."""
+    return f"{prefix}-{index}"
+
+
+def runner_spec(
+    request: ExecutionRequest, settings: Settings, code: str = CODE_FILE, inputs: str = "in"
+) -> dict[str, object]:
+    """The limits the runner enforces inside the sandbox, and where its code and inputs are."""
+    return {
+        "code": code,
+        "timeout_seconds": request.timeout_seconds,
+        "max_output_bytes": request.max_output_bytes,
+        "max_output_files": settings.max_output_files,
+        "max_output_files_bytes": settings.max_output_files_bytes,
+        "inputs": [{"name": f.name, "key": input_key(i, inputs)} for i, f in enumerate(request.input_files)],
+    }
+
+
+def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, bytes]:
+    """Map of file name to content for a pod's ``/sandq`` directory: code, runner, spec, inputs."""
+    return {RUNNER_FILE: _RUNNER_SOURCE, **execution_files(request, settings)}
+
+
+def execution_files(
+    request: ExecutionRequest, settings: Settings, index: int | None = None
+) -> dict[str, bytes]:
+    """The files of one execution: ``main.py``, ``spec.json``, ``in-M``; of snippet ``index`` of an
+    Indexed Job, ``main-N.py``, ``spec-N.json``, ``in-N-M`` (the runner is shipped once per Job)."""
+    suffix = "" if index is None else f"-{index}"
+    code = f"main{suffix}.py"
+    inputs = f"in{suffix}"
+    spec = runner_spec(request, settings, code=code, inputs=inputs)
+    files = {code: request.code.encode("utf-8"), f"spec{suffix}.json": json.dumps(spec).encode()}
+    files.update({input_key(i, inputs): f.content for i, f in enumerate(request.input_files)})
+    return files
+
+
+def runner_source() -> bytes:
+    """The runner script, as shipped into sandboxes."""
+    return _RUNNER_SOURCE
+
+
+def report_marker() -> str:
+    """A fresh marker for the report of one local job, which the program cannot guess in advance.
+
+    The program's own stdout comes before it; the program can only fake its own report
+    by reading the marker out of the runner's memory on purpose.
+    """
+    return f"\n=====SANDQ-REPORT-{secrets.token_hex(16)}=====\n"
+
+
+def job_document(request: ExecutionRequest, settings: Settings, marker: str) -> bytes:
+    """The job as one ``marshal`` document, for a runner that reads it from stdin.
+
+    ``marshal`` is built into the interpreter, so the runner imports nothing to read it
+    (json would cost it tens of ms under gVisor). It travels host to sandbox only: the
+    host never unmarshals what a sandbox sends. ``marker`` precedes the runner's report.
+    """
+    doc = {
+        "spec": runner_spec(request, settings),
+        "code": request.code.encode("utf-8"),
+        "inputs": [(f.name, f.content) for f in request.input_files],
+        "marker": marker,
+    }
+    return marshal.dumps(doc)
+
+
+def runner_command(
+    python: str, source: str = f"{MOUNT_DIR}/{SPEC_FILE}", runner_file: str = RUNNER_FILE
+) -> list[str]:
+    """The entry command: ``runner_file`` (source or ``.pyc``), isolated, on the spec (or ``-``: stdin)."""
+    return [python, "-I", f"{MOUNT_DIR}/{runner_file}", source]

@@ -1,0 +1,178 @@
+"""The Celery tasks workers run: one execution, or a batch's executions together.
+
+Both pass the same gates (``_through_gates``): a cancelled execution never starts, then it
+takes an in-flight slot. A single execution that a cap refuses is parked in its tenant's line
+and its message ends storing nothing: a hand-off sends it again, marked with a token, once it
+holds a slot. A batch's refused executions go back as a message of their own. An
+infrastructure fault is retried (``max_retries``); the user's code never is. Each task stores
+its results itself, under each execution's id. Per-process state lives in
+``sandq.worker.process``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from typing import Any
+
+from celery import Task
+from pydantic import ValidationError
+
+from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, celery_app
+from sandq.broker.routing import Priority, priority_of
+from sandq.broker.slots import Parked, Verdict
+from sandq.contract import ExecutionRequest, ExecutionResult, SandboxReport, Submission
+from sandq.sandbox.backend import InfrastructureFault
+from sandq.settings import get_settings
+from sandq.validation import RequestRejected, validate_request
+from sandq.worker.process import Process, current
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(  # the task stores its own result, and counts its own retries
+    name=EXECUTE_TASK, bind=True, max_retries=None, ignore_result=True, store_errors_even_if_ignored=True
+)
+def execute_task(
+    self: Task[Any, Any], payload: dict[str, Any], token: str = "", priority: Priority | None = None
+) -> dict[str, Any] | None:
+    """Run one submission; store and return its ``ExecutionResult`` as JSON (None: parked or a duplicate).
+
+    ``token`` marks a message sent by a hand-off (it holds its slot); ``priority`` is then
+    the one the execution was submitted with.
+    """
+    try:
+        submission = Submission.model_validate(payload)
+    except ValidationError as error:
+        return _store(ExecutionResult.rejected(str(self.request.id), f"malformed submission: {error}"))
+    process = current()
+    info = self.request.delivery_info or {}
+    retries = int(self.request.retries)
+    queue = info.get("routing_key") or process.settings.queue
+    park = Parked(submission.tenant, payload, queue, priority or priority_of(info.get("priority")), retries)
+    with ExitStack() as held:  # the slot is released before the result is stored
+        passage = _through_gates(process, submission, held, token, park)
+        if passage is Verdict.ACQUIRED:
+            passage = _run(self, process, submission, retries)
+    if isinstance(passage, ExecutionResult):
+        return _store(passage)
+    return None  # parked (it comes back when handed a slot), or a duplicate
+
+
+@celery_app.task(name=EXECUTE_INDEXED_TASK, bind=True, max_retries=None)
+def execute_indexed_task(self: Task[Any, Any], payloads: list[dict[str, Any]]) -> dict[str, int]:
+    """Run a batch's submissions together on a backend that ``runs_batches``; store one result per id.
+
+    On other backends each submission goes on as a message of its own (so they run in
+    parallel and hold their slots only while they run). Cancelled submissions never start;
+    those an in-flight cap refuses go back as a batch message of their own.
+    """
+    info = self.request.delivery_info or {}
+    settings = get_settings()
+    queue, priority = info.get("routing_key") or settings.queue, info.get("priority")
+    process = current()
+    if not process.backend.runs_batches:
+        for payload in payloads:
+            celery_app.send_task(EXECUTE_TASK, args=[payload], task_id=payload.get("id"), queue=queue,
+                                 priority=priority)
+        return {"forwarded": len(payloads)}
+    submissions = [Submission.model_validate(payload) for payload in payloads]
+    with ExitStack() as held:
+        runnable: dict[str, Submission] = {}
+        refused: list[dict[str, Any]] = []
+        for submission in submissions:
+            passage = _through_gates(process, submission, held)
+            if isinstance(passage, ExecutionResult):
+                _store(passage)
+            elif passage is Verdict.ACQUIRED:
+                runnable[submission.id] = submission
+            else:
+                refused.append(submission.model_dump(mode="json"))
+        if refused and not runnable:
+            raise self.retry(countdown=settings.cap_retry_seconds)
+        if refused:
+            celery_app.send_task(EXECUTE_INDEXED_TASK, args=[refused], countdown=settings.cap_retry_seconds,
+                                 queue=queue, priority=priority)
+        items: list[tuple[str, ExecutionRequest]] = []
+        for submission in runnable.values():
+            try:
+                items.append((submission.id, validate_request(submission.request, settings)))
+            except RequestRejected as error:
+                at = submission.enqueued_at
+                _store(ExecutionResult.rejected(submission.id, str(error), enqueued_at=at))
+
+        def on_result(execution_id: str, report: SandboxReport) -> None:
+            _store(_result(runnable[execution_id], process, 1, report))
+
+        process.started_backend().run_batch(items, on_result)
+    return {"executions": len(items), "requeued": len(refused)}
+
+
+def _through_gates(
+    process: Process, submission: Submission, held: ExitStack, token: str = "", park: Parked | None = None
+) -> ExecutionResult | Verdict:
+    """The ``cancelled`` result of a cancelled submission, else the verdict on its in-flight slot.
+
+    While ``held`` stays open, a cancellation reaches the running execution, and an acquired
+    slot's lease is renewed (then released). ``park``: where to park it if a cap refuses it.
+    """
+    tenant = submission.tenant
+    held.enter_context(process.cancels.running(submission.id))  # before the check: none slips by
+    if process.cancels.is_cancelled(submission.id):
+        process.admission.withdraw(submission.id, tenant)
+        process.in_flight.release(submission.id, tenant)  # a slot handed to it goes to the next
+        return ExecutionResult.cancelled(
+            submission.id, "cancelled before it started", tenant=tenant, enqueued_at=submission.enqueued_at
+        )
+    verdict = process.in_flight.acquire(submission.id, tenant, token, park)
+    if verdict is Verdict.PARKED:
+        process.handoff.poke()  # a slot freed before it parked goes to the first in line
+    if verdict is Verdict.ACQUIRED:
+        held.enter_context(process.in_flight.held(submission.id, tenant))
+    return verdict
+
+
+def _run(task: Task[Any, Any], process: Process, submission: Submission, retries: int) -> ExecutionResult:
+    """Validate and run one submission that holds its slot; retry an infrastructure fault."""
+    settings = process.settings
+    try:
+        request = validate_request(submission.request, settings)
+    except RequestRejected as error:
+        return ExecutionResult.rejected(submission.id, str(error), enqueued_at=submission.enqueued_at)
+    attempt = retries + 1
+    try:
+        report = process.started_backend().run(submission.id, request)
+    except InfrastructureFault as fault:
+        if retries < settings.max_retries:
+            log.warning("infrastructure fault on %s, retrying: %s", submission.id, fault)
+            raise task.retry(exc=fault, countdown=_retry_delay(retries)) from fault
+        return _failed(submission, process, attempt, str(fault))
+    except Exception as error:  # a bug must not take the worker down or lose the result
+        log.exception("execution %s failed inside the worker", submission.id)
+        return _failed(submission, process, attempt, f"internal error: {error!r}")
+    return _result(submission, process, attempt, report)
+
+
+def _result(submission: Submission, process: Process, attempt: int, report: SandboxReport) -> ExecutionResult:
+    return ExecutionResult(
+        id=submission.id, attempts=attempt, backend=process.backend.name, tenant=submission.tenant,
+        enqueued_at=submission.enqueued_at, **report.model_dump(),
+    )
+
+
+def _failed(submission: Submission, process: Process, attempt: int, reason: str) -> ExecutionResult:
+    return ExecutionResult.infrastructure_error(
+        submission.id, reason, attempts=attempt, backend=process.backend.name, tenant=submission.tenant,
+        enqueued_at=submission.enqueued_at,
+    )
+
+
+def _retry_delay(retries: int) -> float:
+    return float(min(2 ** (retries + 1), 30))
+
+
+def _store(result: ExecutionResult) -> dict[str, Any]:
+    """Store ``result`` under its execution id, as if its own task had returned it; return its JSON."""
+    document = result.model_dump(mode="json")
+    celery_app.backend.store_result(result.id, document, "SUCCESS")
+    return document
