@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := redis-server runsc python3-matplotlib python3-numpy procps
 
-.PHONY: install system-deps venv run test lint typecheck bench clean
+.PHONY: install system-deps venv run test lint typecheck docs bench clean
 
 install: system-deps venv
 
@@ -35,11 +35,15 @@ lint: venv
 	$(BIN)/ruff check sandq tests benchmarks examples scripts
 	$(BIN)/mypy --strict sandq
 
-test: install lint
+# The documentation site, into site/; --strict fails on a broken link, anchor or API reference.
+docs: venv
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
+test: install lint docs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -p no:cacheprovider
 
 bench: install
 	$(BIN)/python benchmarks/local.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache site

@@ -1,4 +1,4 @@
-"""Shared helpers of the deploy tests: render the overlays, pick objects, read the README guide."""
+"""Shared helpers of the deploy tests: render the overlays, pick objects, read the GKE guide."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ WORKER_SERVICE_ACCOUNT = "sandq-worker"
 REDIS_SECRET = "sandq-redis"
 CLIENT_LABEL = "sandq.dev/client"
 
-README_BEGIN = "<!-- BEGIN GKE GUIDE (owned by the deploy work) -->"
-README_END = "<!-- END GKE GUIDE -->"
+GUIDE_PAGE = ROOT / "docs" / "kubernetes.md"
+GUIDE_BEGIN = "<!-- BEGIN GKE GUIDE (owned by the deploy work) -->"
+GUIDE_END = "<!-- END GKE GUIDE -->"
 
 # Custom resources: validated against the small schemas in schemas/ instead of
 # kubernetes-validate, which knows only the built-in API.
@@ -78,12 +79,12 @@ def schema(name: str) -> dict[str, Any]:
     return json.loads((SCHEMAS / name).read_text())
 
 
-def readme_guide(text: str | None = None) -> str:
-    """The README text between the GKE guide markers."""
+def gke_guide(text: str | None = None) -> str:
+    """The text between the GKE guide markers of docs/kubernetes.md."""
     if text is None:
-        text = (ROOT / "README.md").read_text()
-    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1, "GKE guide markers missing"
-    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
+        text = GUIDE_PAGE.read_text()
+    assert text.count(GUIDE_BEGIN) == 1 and text.count(GUIDE_END) == 1, "GKE guide markers missing"
+    return text.split(GUIDE_BEGIN, 1)[1].split(GUIDE_END, 1)[0]
 
 
 def shell_commands(markdown: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The README's GKE guide and the manifests agree: paths, namespaces, names, labels."""
+"""The GKE guide (docs/kubernetes.md) and the manifests agree: paths, namespaces, names, labels."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import shlex
 import yaml
 from manifests import (
     CLIENT_LABEL,
-    README_BEGIN,
-    README_END,
+    GUIDE_BEGIN,
+    GUIDE_END,
+    GUIDE_PAGE,
     REDIS_SECRET,
     ROOT,
     SANDBOX_NAMESPACE,
     WORKER_NAMESPACE,
     WORKER_SERVICE_ACCOUNT,
     find,
+    gke_guide,
     one,
-    readme_guide,
     render,
     shell_commands,
 )
@@ -103,17 +104,17 @@ def guide_problems(guide: str, objects: list[dict]) -> list[str]:
 
 
 def test_guide_is_between_the_markers() -> None:
-    text = (ROOT / "README.md").read_text()
-    assert text.index(README_BEGIN) < text.index(README_END)
-    assert "## Deploying to GKE" in readme_guide(text)
+    text = GUIDE_PAGE.read_text()
+    assert text.index(GUIDE_BEGIN) < text.index(GUIDE_END)
+    assert "## Deploying to GKE" in gke_guide(text)
 
 
 def test_guide_agrees_with_the_manifests() -> None:
-    assert guide_problems(readme_guide(), render("gke")) == []
+    assert guide_problems(gke_guide(), render("gke")) == []
 
 
 def test_guide_check_catches_drift() -> None:
-    guide = readme_guide()
+    guide = gke_guide()
     drifted = {
         "overlay": guide.replace(f"kubectl apply -k {GKE_OVERLAY}", "kubectl apply -k deploy/overlays/prod"),
         "namespace": guide.replace("-n sandq-sandboxes", "-n sandboxes"),
