@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 
 from sandq import Client, Settings
-from sandq.client.batch import ready_results
 from sandq.broker.errors import SubmissionRefused
-from sandq.client.status import TenantStatus, snapshot
 from sandq.broker.keys import Keys
 from sandq.broker.routing import Priority
+from sandq.client.batch import ready_results
+from sandq.client.status import TenantStatus, snapshot
 from tests.conftest import RedisServer, make_settings
 from tests.integration.queue.conftest import SimWorker
 

@@ -61,8 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     from sandq.client.client import Client
     from tests.conftest import RedisServer, WorkerProcess, make_settings
-    from tests.k8s_harness.env import NAMESPACE
     from tests.k8s_harness.cluster import HELD_OUTPUT, Cluster
+    from tests.k8s_harness.env import NAMESPACE
     from tests.k8s_harness.standin import RunningStandIn
 
     n = args.executions

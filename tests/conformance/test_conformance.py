@@ -26,7 +26,15 @@ from sandq import Client, Settings, Status
 from sandq.broker.app import EXECUTE_TASK
 from sandq.contract import ExecutionResult, Submission
 from sandq.validation import RequestRejected, validate_request
-from tests.conformance.corpus import NORMAL, Case, groups, load_cases, mismatches, rejected_cases, runnable_cases
+from tests.conformance.corpus import (
+    NORMAL,
+    Case,
+    groups,
+    load_cases,
+    mismatches,
+    rejected_cases,
+    runnable_cases,
+)
 from tests.conftest import CANARY, RedisServer, WorkerProcess, make_settings
 from tests.k8s_harness.env import Env, kubernetes_env
 
@@ -159,7 +167,9 @@ def test_case(deployments: Deployments, backend: str, name: str) -> None:
 
 @pytest.mark.parametrize("backend", RUNS_CODE)
 @pytest.mark.parametrize("group", list(groups()))
-def test_backend_serves_and_cleans_up_after_each_group(deployments: Deployments, backend: str, group: str) -> None:
+def test_backend_serves_and_cleans_up_after_each_group(
+    deployments: Deployments, backend: str, group: str
+) -> None:
     deployment = deployments[backend]
     assert deployment.alive[group], "the worker process died"
     normal = deployment.normal[group]

@@ -39,9 +39,9 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
+from sandq.sandbox.gvisor.bundle import oci_config
 from sandq.sandbox.runner import FRAME_BEGIN, FRAME_END
 from sandq.settings import Settings
-from sandq.sandbox.gvisor.bundle import oci_config
 from tests.k8s_harness.standin import CONFIGMAPS, JOBS, PODS, RunningStandIn, _now
 
 KILLED = 137

@@ -19,8 +19,8 @@ from google.genai import types
 from sandq import Client, ExecutionHandle, ExecutionRequest, Settings
 from sandq.adk_adapter import QueuedCodeExecutor, tool_outputs
 from sandq.adk_adapter.executor import ERROR_MARKER, STDOUT_MARKER, WARNINGS_MARKER
-from tests.integration.adk.conftest import APP, USER, converse, python_block, replies
 from tests.conftest import REPO, free_port
+from tests.integration.adk.conftest import APP, USER, converse, python_block, replies
 
 
 class RecordingClient(Client):

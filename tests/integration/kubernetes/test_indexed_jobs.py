@@ -12,13 +12,13 @@ import pytest
 
 from sandq.client.client import Client
 from sandq.contract import ExecutionRequest, File, SandboxReport, Status
-from sandq.settings import Settings
 from sandq.sandbox.kubernetes.indexed import CONFIGMAP_BUDGET, plan
 from sandq.sandbox.kubernetes.manifests import (
     EXECUTION_IDS_ANNOTATION,
     indexed_configmap_manifest,
     indexed_job_manifest,
 )
+from sandq.settings import Settings
 from tests.conftest import RedisServer, WorkerProcess, make_settings
 from tests.k8s_harness.env import Env
 from tests.unit.sandbox.kubernetes.test_manifests import _as_model

@@ -11,8 +11,8 @@ import pytest
 
 from sandq.contract import ExecutionRequest, Status
 from sandq.sandbox.kubernetes.manifests import object_name
-from tests.k8s_harness.env import Env
 from tests.k8s_harness.cluster import HELD_OUTPUT
+from tests.k8s_harness.env import Env
 
 IN_FLIGHT = 100
 

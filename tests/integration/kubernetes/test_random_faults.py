@@ -18,8 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sandq.contract import ExecutionRequest, Status
-from sandq.contract import SandboxReport
+from sandq.contract import ExecutionRequest, SandboxReport, Status
 from sandq.sandbox.backend import InfrastructureFault
 from sandq.sandbox.kubernetes import run_janitor
 from sandq.sandbox.kubernetes.backend import KubernetesBackend

@@ -21,7 +21,7 @@ from sandq.sandbox.kubernetes.api import KubeApi
 from sandq.sandbox.kubernetes.creating import launch
 from tests.k8s_harness.env import Env
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _scenario(env: Env) -> None:

@@ -12,6 +12,7 @@ import pytest
 from celery.app.trace import LOG_SUCCESS
 from celery.signals import task_postrun, task_prerun
 
+import sandq.worker.process  # noqa: F401 (connects the task signals that tag records)
 from sandq import ExecutionRequest, Status
 from sandq.logging_setup import ExecutionContext, JsonFormatter
 from tests.integration.observability.conftest import Observed

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from sandq.client.client import Client
 from sandq.broker.errors import QueueFull, SubmissionRefused, TenantQuotaExceeded
 from sandq.broker.keys import Keys
+from sandq.client.client import Client
 from sandq.settings import Settings
 from tests.integration.queue.conftest import SettingsFactory, raw_redis
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sandq.client.client import Client
 from sandq.broker.keys import Keys
 from sandq.cli import app
+from sandq.client.client import Client
 from tests.conftest import settings_env
 from tests.integration.queue.conftest import SettingsFactory, WorkerFactory, raw_redis
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from sandq.client.client import Client
 from sandq.broker.keys import Keys
+from sandq.client.client import Client
 from sandq.contract import ExecutionRequest, Status
 from sandq.settings import Settings
 from tests.integration.queue.conftest import WAIT, SettingsFactory, WorkerFactory, raw_redis

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from sandq.client.client import Client
 from sandq.broker.keys import Keys
+from sandq.client.client import Client
 from sandq.settings import Settings
 from tests.integration.queue.conftest import WAIT, SettingsFactory, WorkerFactory, raw_redis
 

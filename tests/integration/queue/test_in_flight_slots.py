@@ -13,12 +13,12 @@ from collections.abc import Callable
 import pytest
 
 from sandq.broker.admission import Admission
-from sandq.client.client import Client
 from sandq.broker.keys import Keys
 from sandq.broker.routing import Priority
+from sandq.broker.slots import HandedOff, HandOff, InFlight, Parked, Verdict
+from sandq.client.client import Client
 from sandq.contract import Status
 from sandq.settings import Settings
-from sandq.broker.slots import HandedOff, HandOff, InFlight, Parked, Verdict
 from tests.integration.queue.conftest import WAIT, SettingsFactory, WorkerFactory, raw_redis
 
 

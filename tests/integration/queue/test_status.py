@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from typer.testing import CliRunner
 
+from sandq.cli import app
 from sandq.client.client import Client
 from sandq.client.status import snapshot
-from sandq.cli import app
 from sandq.contract import Status
 from sandq.settings import Settings
 from tests.conftest import settings_env

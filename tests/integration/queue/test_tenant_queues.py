@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from amqp.exceptions import ChannelError
 
-from sandq.client.client import Client
 from sandq.broker.keys import Keys
+from sandq.client.client import Client
 from sandq.contract import Status
 from sandq.settings import Settings
 from tests.integration.queue.conftest import WAIT, SettingsFactory, WorkerFactory, raw_redis

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from sandq.settings import Settings
 from sandq.sandbox.gvisor.sandbox import SANDBOX_PREFIX
+from sandq.settings import Settings
 from tests.conftest import REPO, WorkerProcess, listed_sandboxes
 from tests.integration.reliability.probe import probe_key
 
@@ -32,7 +32,9 @@ class ProbedWorker(WorkerProcess):
 
     def __init__(self, settings: Settings, log: Path, concurrency: int) -> None:
         super().__init__(
-            settings, log, args=("-m", "tests.integration.reliability.probe", "worker", f"--concurrency={concurrency}")
+            settings,
+            log,
+            args=("-m", "tests.integration.reliability.probe", "worker", f"--concurrency={concurrency}"),
         )
 
     def pool_pids(self) -> set[int]:

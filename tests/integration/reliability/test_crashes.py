@@ -19,12 +19,9 @@ import redis
 
 from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.broker.routing import tenant_queues
-from sandq.sandbox.kubernetes.manifests import object_name
 from sandq.sandbox.gvisor.sandbox import OWNER_FILE, SANDBOX_PREFIX
+from sandq.sandbox.kubernetes.manifests import object_name
 from tests.conftest import RedisServer, make_settings
-from tests.k8s_harness.env import make_settings as k8s_settings
-from tests.k8s_harness.cluster import Cluster
-from tests.k8s_harness.standin import JOBS, RunningStandIn
 from tests.integration.reliability.conftest import (
     Crashes,
     ProbedWorker,
@@ -35,6 +32,9 @@ from tests.integration.reliability.conftest import (
     unacked_of,
     wait_for,
 )
+from tests.k8s_harness.cluster import Cluster
+from tests.k8s_harness.env import make_settings as k8s_settings
+from tests.k8s_harness.standin import JOBS, RunningStandIn
 
 REDELIVERY_SECONDS = 5
 ROUNDS = 20

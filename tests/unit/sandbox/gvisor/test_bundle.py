@@ -7,9 +7,9 @@ import marshal
 import subprocess
 from pathlib import Path
 
+from sandq.sandbox.gvisor.bundle import RUNNER_BYTECODE_FILE, Shape, runner_dir, write_bundle
 from sandq.sandbox.protocol import MOUNT_DIR, RUNNER_FILE, runner_source
 from sandq.sandbox.runner import FRAME_END
-from sandq.sandbox.gvisor.bundle import RUNNER_BYTECODE_FILE, Shape, runner_dir, write_bundle
 from tests.conftest import make_settings
 
 PRINT_MAGIC = "import importlib.util, sys; sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER)"

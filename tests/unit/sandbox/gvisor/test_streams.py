@@ -86,7 +86,8 @@ def test_a_report_after_too_much_output_is_still_over_the_cap() -> None:
 def test_stderr_has_its_own_cap() -> None:
     got = read([b"fine\n"], [b"e" * 150])
     assert got.stop == Stop.OUTPUT_LIMIT
-    assert got.printed.stderr == b"e" * 100 and got.printed.stderr_truncated and not got.printed.stdout_truncated
+    assert got.printed.stderr == b"e" * 100
+    assert got.printed.stderr_truncated and not got.printed.stdout_truncated
 
 
 def test_a_report_larger_than_its_cap_is_refused() -> None:

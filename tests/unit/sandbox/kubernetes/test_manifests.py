@@ -12,8 +12,6 @@ import yaml
 from kubernetes.client import ApiClient, V1ConfigMap, V1Job
 
 from sandq.contract import ExecutionRequest, File
-from sandq.sandbox.protocol import MOUNT_DIR, sandbox_files
-from sandq.settings import Settings
 from sandq.sandbox.kubernetes import dry_run_yaml
 from sandq.sandbox.kubernetes.dry_run import manifests
 from sandq.sandbox.kubernetes.manifests import (
@@ -23,6 +21,8 @@ from sandq.sandbox.kubernetes.manifests import (
     labels,
     object_name,
 )
+from sandq.sandbox.protocol import MOUNT_DIR, sandbox_files
+from sandq.settings import Settings
 
 SETTINGS = Settings()
 REQUEST = ExecutionRequest(
