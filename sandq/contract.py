@@ -233,17 +233,17 @@ class ExecutionResult(SandboxReport):
     @property
     def queue_seconds(self) -> float | None:
         """Seconds between enqueueing and the sandbox starting."""
-        if self.enqueued_at is None or self.started_at is None:
-            return None
-        return (self.started_at - self.enqueued_at).total_seconds()
+        return _seconds_between(self.enqueued_at, self.started_at)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def run_seconds(self) -> float | None:
         """Seconds the sandbox ran."""
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return (self.finished_at - self.started_at).total_seconds()
+        return _seconds_between(self.started_at, self.finished_at)
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
 
 
 def now() -> datetime:

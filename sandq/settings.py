@@ -51,19 +51,15 @@ class Settings(BaseSettings):
         default=86400, ge=60, description="After this long an admitted execution stops counting as queued."
     )
     cap_retry_seconds: float = Field(
-        default=0.05,
-        gt=0,
-        description="Delay before a batch of Indexed Jobs refused by an in-flight cap asks again.",
+        default=0.05, gt=0, description="Delay before a batch of Indexed Jobs refused by a cap asks again."
     )
     handoff_seconds: float = Field(
-        default=0.5,
-        gt=0,
-        description="How often each worker hands free slots to parked executions (besides at every release).",
+        default=0.5, gt=0, description="How often each worker hands free slots to parked executions "
+        "(besides at every release).",
     )
     active_tenant_seconds: float = Field(
-        default=10,
-        gt=0,
-        description="Seconds a tenant counts as active after a submission; active tenants share the slots.",
+        default=10, gt=0, description="Seconds a tenant counts as active after a submission; active "
+        "tenants share the slots.",
     )
     fair_reserve: float = Field(
         default=0.1,

@@ -408,19 +408,29 @@ def pump(
         events = poller.poll(remaining * 1000)
         if not events and done:
             return None
-        for fd, _ in events:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            if not chunk:
+        stop = None
+        for fd, _ in events:  # the whole batch: output written before a report is read with it
+            chunk = _read(fd)
+            if chunk == b"":
                 poller.unregister(fd)
                 open_fds.discard(fd)
-                continue
-            stop = readers[fd](chunk)
-            if stop is not None:
-                return stop
+            elif chunk is not None and (why := readers[fd](chunk)) is not None:
+                stop = stop or why
+                if why == DONE:  # the other pipes hold what was written before the report: take it
+                    for other in open_fds - {fd}:
+                        while (more := _read(other)) and readers[other](more) is None:
+                            pass
+        if stop is not None:
+            return stop
     return None
+
+
+def _read(fd: int) -> bytes | None:
+    """What a non-blocking pipe holds now (up to 64 KiB): ``b""`` at EOF, None if nothing yet."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
 
 
 def _kill_everything(child: _Child) -> None:

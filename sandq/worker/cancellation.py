@@ -53,17 +53,22 @@ class CancelListener:
 
         Enter before checking ``is_cancelled``, so that no cancellation falls in between.
         """
+        self._start_listening()
         with self._lock:
             self._running.add(execution_id)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._listen, name="sandq-cancel", daemon=True)
-                self._thread.start()
         try:
             yield
         finally:
             with self._lock:
                 self._running.discard(execution_id)
                 self._pending.discard(execution_id)
+
+    def _start_listening(self) -> None:
+        """Start the listener thread on first use (in the process that runs executions)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._listen, name="sandq-cancel", daemon=True)
+                self._thread.start()
 
     def _listen(self) -> None:
         while True:

@@ -182,14 +182,13 @@ def _summary(result: ExecutionResult) -> dict[str, Any]:
     keep: dict[str, Any] = {"status": result.status}
     if result.status is not Status.TIMED_OUT:  # 137 from the runner, 124 from a Job's deadline
         keep["exit_code"] = result.exit_code
-    if result.status in (Status.SUCCEEDED, Status.FAILED):
-        keep["stdout"] = result.stdout
-        keep["output_files"] = sorted((f.name, f.content) for f in result.output_files)
+    keep["output_files"] = sorted(f.name for f in result.output_files)
     return keep
 
 
 def test_backends_agree(deployments: Deployments) -> None:
-    """Outside the cases documented to differ (``local:``), the backends end alike."""
+    """Outside the cases documented to differ (``local:``), the backends end alike: same status, exit
+    code and output files (each case's own expectations check the streams on each backend)."""
     local, kube = deployments["gvisor"], deployments["kubernetes"]
     differ = {
         name: (_summary(local.results[name]), _summary(kube.results[name]))

@@ -1,10 +1,25 @@
-"""The runner writes its result document without importing json: the same text json.dumps gives."""
+"""The runner: its report is the JSON json.dumps writes (without importing json), and its poll loop."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import threading
+import time
 
-from sandq.sandbox.runner import to_json
+from sandq.sandbox.runner import (
+    DONE,
+    DRAIN_SECONDS,
+    OUTPUT_LIMIT,
+    TIMED_OUT,
+    Capped,
+    Deadline,
+    pump,
+    to_json,
+)
+
+F_SETPIPE_SZ = 1031
 
 
 def test_the_report_is_the_json_that_json_dumps_writes() -> None:
@@ -19,3 +34,83 @@ def test_the_report_is_the_json_that_json_dumps_writes() -> None:
     }
     assert to_json(document) == json.dumps(document)
     assert json.loads(to_json(document)) == document
+
+
+# ---------------------------------------------------------------------------- the poll loop
+
+
+def _pipe_with(data: bytes, keep_open: bool = False) -> tuple[int, int]:
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)  # room for more than one read of 64 KiB
+    os.write(write_end, data)
+    if not keep_open:
+        os.close(write_end)
+    return read_end, write_end
+
+
+def test_capped_keeps_exactly_the_cap_and_stops_past_it() -> None:
+    sink = Capped(5)
+    assert sink(b"abc") is None
+    assert sink(b"defg") == OUTPUT_LIMIT
+    assert (bytes(sink.data), sink.truncated) == (b"abcde", True)
+
+
+def test_pump_reads_every_pipe_to_eof() -> None:
+    out, err = _pipe_with(b"out"), _pipe_with(b"err")
+    sinks = {out[0]: Capped(10), err[0]: Capped(10)}
+    assert pump(dict(sinks), Deadline(5), lambda: False) is None
+    assert [bytes(s.data) for s in sinks.values()] == [b"out", b"err"]
+
+
+def test_a_reader_that_is_done_stops_the_pump_but_the_other_pipe_is_taken_whole() -> None:
+    """A report on stdout comes after everything the program wrote on stderr: none of it is lost."""
+    out = _pipe_with(b"REPORT", keep_open=True)
+    err = _pipe_with(b"e" * 200_000, keep_open=True)
+    stderr = Capped(1_000_000)
+
+    def stdout(chunk: bytes) -> str | None:
+        return DONE if chunk.endswith(b"REPORT") else None
+
+    assert pump({out[0]: stdout, err[0]: stderr}, Deadline(5), lambda: False) == DONE
+    assert len(stderr.data) == 200_000
+
+
+def test_the_deadline_stops_a_silent_pipe() -> None:
+    read_end, _ = _pipe_with(b"", keep_open=True)
+    start = time.monotonic()
+    assert pump({read_end: Capped(10)}, Deadline(0.3), lambda: False) == TIMED_OUT
+    assert 0.3 <= time.monotonic() - start < 2
+
+
+def test_a_moved_deadline_counts_from_the_move() -> None:
+    read_end, write_end = _pipe_with(b"", keep_open=True)
+    deadline = Deadline(0.2)
+
+    def reader(chunk: bytes) -> str | None:
+        deadline.move(0.6)
+        return None
+
+    threading.Timer(0.1, os.write, (write_end, b"ready")).start()
+    start = time.monotonic()
+    assert pump({read_end: reader}, deadline, lambda: False) == TIMED_OUT
+    assert time.monotonic() - start >= 0.6
+
+
+def test_once_the_process_exited_output_is_drained_for_a_bounded_time() -> None:
+    """An orphan that keeps the pipe open (and writing) must not hold the result."""
+    read_end, write_end = _pipe_with(b"", keep_open=True)
+    stop = threading.Event()
+
+    def orphan() -> None:
+        while not stop.wait(0.02):
+            os.write(write_end, b"orphan\n")
+
+    threading.Thread(target=orphan, daemon=True).start()
+    sink = Capped(1_000_000)
+    start = time.monotonic()
+    try:
+        assert pump({read_end: sink}, Deadline(30), lambda: True) is None
+    finally:
+        stop.set()
+    assert time.monotonic() - start < DRAIN_SECONDS + 1
+    assert sink.data.startswith(b"orphan\n")
