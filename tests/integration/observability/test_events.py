@@ -28,5 +28,5 @@ def test_task_succeeded_event_is_observable(observed: Observed) -> None:
                     conn.drain_events(timeout=1)
     mine = {e["type"]: e for e in events if e.get("uuid") == handle.id}
     assert mine["task-sent"]["name"] == "sandq.execute"
-    assert mine["task-succeeded"]["hostname"].startswith("sandq@")
+    assert mine["task-succeeded"]["hostname"].startswith("sandq-")  # sandq-<pid>@<host>
     assert mine["task-succeeded"]["runtime"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 
@@ -28,7 +29,7 @@ def test_status_shows_depth_in_flight_and_workers(
     settings = queue_settings()
     for name, value in settings_env(settings).items():
         monkeypatch.setenv(name, value)
-    start_worker(settings, concurrency=1)
+    worker = start_worker(settings, concurrency=1)
     client = make_client(settings)
     assert client.run({"code": "pass", "tenant": "idle"}, timeout=WAIT).status.value == "succeeded"
     long = client.submit({"code": "pass", "tenant": "acme", "labels": {"simulated_seconds": "600"}})
@@ -45,8 +46,7 @@ def test_status_shows_depth_in_flight_and_workers(
     assert (rows["default"]["queued"], rows["default"]["messages"], rows["default"]["in_flight"]) == (1, 1, 0)
     assert (rows["idle"]["queued"], rows["idle"]["messages"], rows["idle"]["in_flight"]) == (0, 0, 0)
     assert (state["queued"], state["in_flight"]) == (4, 1)
-    # Workers on one host share the node name sandq@<host> (replies merge by name): only presence.
-    assert state["workers"]
+    assert f"sandq-{worker.proc.pid}@{socket.gethostname()}" in state["workers"]
 
     table = CliRunner().invoke(app, ["status"])
     assert table.exit_code == 0, table.output
