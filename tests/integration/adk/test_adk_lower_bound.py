@@ -1,7 +1,8 @@
 """The adapter works with the oldest google-adk that pyproject.toml allows.
 
-``make check-adk-min`` runs this file in a virtualenv holding exactly that version (the lower
-bound of the ``adk`` extra); the suite runs it with the locked version.
+``make check-adk-min`` runs this file with that release's own code first on the path (the lower
+bound of the ``adk`` extra, installed without dependencies); the suite runs it with the locked
+version. With the release before the bound (2.8, no ``exit_code``) it fails.
 """
 
 from __future__ import annotations
