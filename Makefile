@@ -54,7 +54,7 @@ $(ADK_MIN_DIR)/.installed: | venv
 	touch $@
 
 check-adk-min: $(ADK_MIN_DIR)/.installed
-	PYTHONPATH=$(ADK_MIN_DIR) $(BIN)/python -c "import google.adk as a; assert a.__version__ == '$(ADK_MIN)', a.__version__"
+	PYTHONPATH=$(ADK_MIN_DIR) $(BIN)/python -c "import google.adk as a; from packaging.version import Version as V; assert V(a.__version__) == V('$(ADK_MIN)'), a.__version__"
 	PYTHONPATH=$(ADK_MIN_DIR) $(BIN)/pytest -q -p no:cacheprovider tests/integration/adk/test_adk_lower_bound.py
 
 bench: install
