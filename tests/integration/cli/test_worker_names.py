@@ -7,7 +7,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from tests.cli.conftest import Sandq
+from tests.integration.cli.conftest import Sandq
 from tests.conftest import RedisServer, make_settings, settings_env
 from tests.queue.conftest import SimWorker
 
