@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.integration.cli.conftest import Sandq
 from tests.conftest import RedisServer, make_settings, settings_env
-from tests.queue.conftest import SimWorker
+from tests.integration.queue.conftest import SimWorker
 
 
 def test_two_workers_on_one_host_are_both_seen(
