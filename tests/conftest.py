@@ -12,11 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from sandq.broker.client import Client
+from sandq.broker.client import Client, ExecutionHandle
+from sandq.contract import ExecutionRequest
 from sandq.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,3 +189,41 @@ def worker(
     proc.wait_ready(client)
     yield proc
     proc.stop()
+
+
+class RecordingClient(Client):
+    """A real client that also keeps the requests it submits, and the options of each."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.submitted: list[ExecutionRequest] = []
+        self.options: list[dict[str, Any]] = []
+
+    def submit(self, request: ExecutionRequest, **options: Any) -> ExecutionHandle:  # type: ignore[override]
+        self.submitted.append(request)
+        self.options.append(options)
+        return super().submit(request, **options)
+
+
+@pytest.fixture
+def recording_client(settings: Settings, worker: WorkerProcess) -> Iterator[RecordingClient]:
+    """A recording client on the session's queue, served by the real worker."""
+    c = RecordingClient(settings)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def idle_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis server that no worker uses."""
+    server = RedisServer(tmp_path_factory.mktemp("idle-redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def idle_client(idle_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """A client whose queue no worker consumes."""
+    client = Client(make_settings(idle_redis.url, tmp_path_factory.mktemp("idle"), max_queued=1))
+    yield client
+    client.close()

@@ -16,23 +16,11 @@ from google.adk.code_executors import GkeCodeExecutor
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 
-from sandq import Client, ExecutionHandle, ExecutionRequest, Settings
+from sandq import Client, ExecutionRequest, Settings
 from sandq.adk_adapter import QueuedCodeExecutor, tool_outputs
 from sandq.adk_adapter.executor import ERROR_MARKER, STDOUT_MARKER, WARNINGS_MARKER
 from tests.adk.conftest import APP, USER, converse, python_block, replies
-from tests.conftest import REPO, free_port
-
-
-class RecordingClient(Client):
-    """A real client that also keeps the requests it submits."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.submitted: list[ExecutionRequest] = []
-
-    def submit(self, request: ExecutionRequest, **options: Any) -> ExecutionHandle:  # type: ignore[override]
-        self.submitted.append(request)
-        return super().submit(request, **options)
+from tests.conftest import REPO, RecordingClient, free_port
 
 
 async def test_real_output_of_the_code_reaches_the_models_next_request(
