@@ -30,14 +30,7 @@ from langchain_core.tools import ArgsSchema, BaseTool
 from pydantic import ConfigDict, Field
 from typing_extensions import override
 
-from sandq.agent_results import (
-    TOOL_DESCRIPTION,
-    TOOL_NAME,
-    CodeInput,
-    Outcome,
-    SandboxOptions,
-    SandboxRunner,
-)
+from sandq.agent_results import TOOL_DESCRIPTION, TOOL_NAME, CodeInput, Outcome, SandboxOptions, SandboxRunner
 
 Artifact = list[ImageContentBlock | FileContentBlock]
 """The output files, as LangChain's standard multimodal content blocks."""

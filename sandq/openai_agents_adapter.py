@@ -158,19 +158,6 @@ class ScriptedModel(Model):
         return ModelResponse(output=[message], usage=Usage(), response_id=None)
 
     @override
-    def stream_response(
-        self,
-        system_instructions: str | None,
-        input: str | list[TResponseInputItem],
-        model_settings: ModelSettings,
-        tools: list[Tool],
-        output_schema: AgentOutputSchemaBase | None,
-        handoffs: list[Handoff],
-        tracing: ModelTracing,
-        *,
-        previous_response_id: str | None,
-        conversation_id: str | None,
-        prompt: ResponsePromptParam | None,
-    ) -> AsyncIterator[TResponseStreamEvent]:
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
         """Not supported: a scripted model answers ``Runner.run`` only."""
         raise NotImplementedError("ScriptedModel answers Runner.run only, not Runner.run_streamed")

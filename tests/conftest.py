@@ -110,6 +110,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_example(name: str, settings: Settings) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name>`` offline against the queue of ``settings``; it must exit 0."""
+    model_keys = {"GOOGLE_API_KEY", "OPENAI_API_KEY"}  # no real model: the scripted one stands in
+    env = {k: v for k, v in os.environ.items() if k not in model_keys and not k.startswith("SANDQ_")}
+    env |= {"SANDQ_REDIS_URL": settings.redis_url, "SANDQ_QUEUE": settings.queue}
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        cwd="/",
+    )
+
+
 def listed_sandboxes(settings: Settings) -> list[str]:
     """The sandbox ids ``runsc list`` shows under the settings' state directory."""
     return subprocess.run(

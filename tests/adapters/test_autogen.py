@@ -16,18 +16,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from sandq import Client, Status
 from sandq.autogen_adapter import QueuedCodeExecutor
-from tests.adapters.expected import (
-    AFTER_FAILURE_CODE,
-    FAILING_CODE,
-    LOOPING_CODE,
-    NO_WORKER_OPTIONS,
-    OUTPUT_CODE,
-    SQUARES_CSV,
-    assert_no_worker,
-    assert_timed_out,
-    assert_traceback_shown,
-    success_text,
-)
+from tests.adapters import expected
 from tests.conftest import RecordingClient
 
 pytestmark = pytest.mark.filterwarnings("ignore:No approval function set for CodeExecutorAgent")
@@ -84,26 +73,26 @@ async def test_real_output_reaches_the_model_and_files_are_saved(
     recording_client: RecordingClient, tmp_path: Path
 ) -> None:
     executor = QueuedCodeExecutor(client=recording_client, output_dir=tmp_path, timeout_seconds=30)
-    model = ReplayChatCompletionClient([python_block(OUTPUT_CODE), "The digest is computed."])
+    model = ReplayChatCompletionClient([python_block(expected.OUTPUT_CODE), "The digest is computed."])
     result = await converse(executor, model)
 
     [options] = recording_client.options
     execution_id = options["execution_id"]
-    expected = success_text(f"saved under {tmp_path / execution_id}")
-    assert executions(result) == [expected]
-    assert seen_by_model(model) == ["go", expected]
-    assert (tmp_path / execution_id / "squares.csv").read_bytes() == SQUARES_CSV
+    shown = expected.success_text(f"saved under {tmp_path / execution_id}")
+    assert executions(result) == [shown]
+    assert seen_by_model(model) == ["go", shown]
+    assert (tmp_path / execution_id / "squares.csv").read_bytes() == expected.SQUARES_CSV
     assert final_text(result) == "The digest is computed."
     [request] = recording_client.submitted
-    assert (request.code.strip(), request.timeout_seconds) == (OUTPUT_CODE, 30)
+    assert (request.code.strip(), request.timeout_seconds) == (expected.OUTPUT_CODE, 30)
 
 
 async def test_traceback_reaches_the_model_and_the_loop_goes_on(recording_client: RecordingClient) -> None:
     model = ReplayChatCompletionClient(
         [
-            python_block(FAILING_CODE),
+            python_block(expected.FAILING_CODE),
             '{"retry": true, "reason": "fix the ValueError"}',
-            python_block(AFTER_FAILURE_CODE),
+            python_block(expected.AFTER_FAILURE_CODE),
             "It works now.",
         ],
         model_info=RETRYING_MODEL,
@@ -112,20 +101,20 @@ async def test_traceback_reaches_the_model_and_the_loop_goes_on(recording_client
 
     failure, after = executions(result)
     assert failure.startswith("The script ran, then exited with an error (POSIX exit code: 1)\nIts output")
-    assert_traceback_shown(failure.split("Its output was:\n", 1)[1])
+    expected.assert_traceback_shown(failure.split("Its output was:\n", 1)[1])
     assert after == "status: succeeded (exit code 0)\n--- stdout ---\nstill going\n"
     assert seen_by_model(model) == ["go", failure, "go", after]  # the agent repeats the task on a retry
     assert final_text(result) == "It works now."
 
 
 async def test_timeout_is_reported_as_a_timeout(recording_client: RecordingClient) -> None:
-    model = ReplayChatCompletionClient([python_block(LOOPING_CODE), "Too slow."])
+    model = ReplayChatCompletionClient([python_block(expected.LOOPING_CODE), "Too slow."])
     started = time.monotonic()
     result = await converse(QueuedCodeExecutor(client=recording_client, timeout_seconds=2), model)
 
     [output] = executions(result)
     assert output.startswith("The script ran, then exited with an error (POSIX exit code: 124)")
-    assert_timed_out(output.split("Its output was:\n", 1)[1])
+    expected.assert_timed_out(output.split("Its output was:\n", 1)[1])
     assert final_text(result) == "Too slow."
     assert time.monotonic() - started < 30
 
@@ -133,10 +122,10 @@ async def test_timeout_is_reported_as_a_timeout(recording_client: RecordingClien
 async def test_no_worker_ends_in_a_clear_message_within_a_bounded_wait(idle_client: Client) -> None:
     model = ReplayChatCompletionClient([python_block("print(1)"), "No workers."])
     started = time.monotonic()
-    result = await converse(QueuedCodeExecutor(client=idle_client, **NO_WORKER_OPTIONS), model)
+    result = await converse(QueuedCodeExecutor(client=idle_client, **expected.NO_WORKER_OPTIONS), model)
 
     [output] = executions(result)
-    assert_no_worker(output.split("Its output was:\n", 1)[1])
+    expected.assert_no_worker(output.split("Its output was:\n", 1)[1])
     assert final_text(result) == "No workers."
     assert time.monotonic() - started < 10
 

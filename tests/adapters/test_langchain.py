@@ -12,18 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from sandq import Client
 from sandq.langchain_adapter import QueuedPythonTool, ScriptedChatModel
-from tests.adapters.expected import (
-    AFTER_FAILURE_CODE,
-    FAILING_CODE,
-    LOOPING_CODE,
-    NO_WORKER_OPTIONS,
-    OUTPUT_CODE,
-    SQUARES_CSV,
-    assert_no_worker,
-    assert_timed_out,
-    assert_traceback_shown,
-    success_text,
-)
+from tests.adapters import expected
 from tests.conftest import RecordingClient
 
 FILES_WENT = "in the tool message's artifact"
@@ -59,19 +48,19 @@ async def test_real_output_and_files_reach_the_models_next_turn(recording_client
     tool = QueuedPythonTool(
         client=recording_client, timeout_seconds=30, mem_limit="1Gi", labels={"team": "qa"}, priority="batch"
     )
-    model, messages = await converse(tool, OUTPUT_CODE)
+    model, messages = await converse(tool, expected.OUTPUT_CODE)
 
     [result] = tool_results(model)
-    assert result.content == success_text(FILES_WENT)
+    assert result.content == expected.success_text(FILES_WENT)
     assert result.status == "success"
     [block] = result.artifact
     assert (block["type"], block["mime_type"]) == ("file", "text/csv")
     assert block["extras"] == {"filename": "squares.csv"}
-    assert base64.b64decode(block["base64"]) == SQUARES_CSV
+    assert base64.b64decode(block["base64"]) == expected.SQUARES_CSV
     assert messages[-1].content == "Done after 1 runs."
     [request] = recording_client.submitted
     assert (request.code, request.timeout_seconds, request.mem_limit, request.labels) == (
-        OUTPUT_CODE,
+        expected.OUTPUT_CODE,
         30,
         "1Gi",
         {"team": "qa"},
@@ -81,32 +70,33 @@ async def test_real_output_and_files_reach_the_models_next_turn(recording_client
 
 async def test_traceback_reaches_the_model_and_the_loop_goes_on(recording_client: RecordingClient) -> None:
     tool = QueuedPythonTool(client=recording_client)
-    model, messages = await converse(tool, FAILING_CODE, AFTER_FAILURE_CODE)
+    model, messages = await converse(tool, expected.FAILING_CODE, expected.AFTER_FAILURE_CODE)
 
     failure, after = tool_results(model)
-    assert_traceback_shown(str(failure.content))
+    expected.assert_traceback_shown(str(failure.content))
     assert after.content == "status: succeeded (exit code 0)\n--- stdout ---\nstill going\n"
     assert messages[-1].content == "Done after 2 runs."
 
 
 def test_timeout_is_reported_as_a_timeout_through_the_sync_loop(recording_client: RecordingClient) -> None:
-    model = ScriptedChatModel(respond=script(LOOPING_CODE))
+    model = ScriptedChatModel(respond=script(expected.LOOPING_CODE))
     agent = create_agent(model, tools=[QueuedPythonTool(client=recording_client, timeout_seconds=2)])
     started = time.monotonic()
     state = agent.invoke({"messages": [HumanMessage("go")]})  # the tool's sync _run
 
     [result] = tool_results(model)
-    assert_timed_out(str(result.content))
+    expected.assert_timed_out(str(result.content))
     assert state["messages"][-1].content == "Done after 1 runs."
     assert time.monotonic() - started < 30
 
 
 async def test_no_worker_ends_in_a_clear_message_within_a_bounded_wait(idle_client: Client) -> None:
     started = time.monotonic()
-    model, messages = await converse(QueuedPythonTool(client=idle_client, **NO_WORKER_OPTIONS), "print(1)")
+    tool = QueuedPythonTool(client=idle_client, **expected.NO_WORKER_OPTIONS)
+    model, messages = await converse(tool, "print(1)")
 
     [result] = tool_results(model)
-    assert_no_worker(str(result.content))
+    expected.assert_no_worker(str(result.content))
     assert result.artifact == []
     assert messages[-1].content == "Done after 1 runs."
     assert time.monotonic() - started < 10

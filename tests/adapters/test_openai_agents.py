@@ -12,18 +12,7 @@ from openai.types.responses import ResponseFunctionToolCall
 
 from sandq import Client
 from sandq.openai_agents_adapter import QueuedPythonTool, ScriptedModel, tool_call, tool_outputs
-from tests.adapters.expected import (
-    AFTER_FAILURE_CODE,
-    FAILING_CODE,
-    LOOPING_CODE,
-    NO_WORKER_OPTIONS,
-    OUTPUT_CODE,
-    SQUARES_CSV,
-    assert_no_worker,
-    assert_timed_out,
-    assert_traceback_shown,
-    success_text,
-)
+from tests.adapters import expected
 from tests.conftest import RecordingClient
 
 
@@ -53,44 +42,46 @@ async def converse(tool: QueuedPythonTool, *codes: str) -> tuple[ScriptedModel, 
 
 async def test_real_output_and_files_reach_the_models_next_turn(recording_client: RecordingClient) -> None:
     tool = QueuedPythonTool(client=recording_client, timeout_seconds=30, cpu_limit="1", tenant="default")
-    model, result = await converse(tool, OUTPUT_CODE)
+    model, result = await converse(tool, expected.OUTPUT_CODE)
 
     [output] = tool_outputs(model.requests[-1])
-    assert text_of(output) == success_text(QueuedPythonTool.files_went)
+    assert text_of(output) == expected.success_text(QueuedPythonTool.files_went)
     [file] = [part for part in output if part["type"] == "input_file"]
     assert file["filename"] == "squares.csv"
-    assert file["file_data"] == "data:text/csv;base64," + base64.b64encode(SQUARES_CSV).decode()
+    assert file["file_data"] == "data:text/csv;base64," + base64.b64encode(expected.SQUARES_CSV).decode()
     assert result.final_output == "Done after 1 runs."
     [request] = recording_client.submitted
-    assert (request.code, request.timeout_seconds, request.cpu_limit) == (OUTPUT_CODE, 30, "1")
+    assert (request.code, request.timeout_seconds, request.cpu_limit) == (expected.OUTPUT_CODE, 30, "1")
     assert tool.timeout_seconds is not None and tool.timeout_seconds > 30 + 60  # time limit + queue wait
 
 
 async def test_traceback_reaches_the_model_and_the_loop_goes_on(recording_client: RecordingClient) -> None:
     tool = QueuedPythonTool(client=recording_client)
-    model, result = await converse(tool, FAILING_CODE, AFTER_FAILURE_CODE)
+    model, result = await converse(tool, expected.FAILING_CODE, expected.AFTER_FAILURE_CODE)
 
     failure, after = tool_outputs(model.requests[-1])
-    assert_traceback_shown(text_of(failure))
+    expected.assert_traceback_shown(text_of(failure))
     assert text_of(after) == "status: succeeded (exit code 0)\n--- stdout ---\nstill going\n"
     assert result.final_output == "Done after 2 runs."
 
 
 async def test_timeout_is_reported_as_a_timeout(recording_client: RecordingClient) -> None:
     started = time.monotonic()
-    model, result = await converse(QueuedPythonTool(client=recording_client, timeout_seconds=2), LOOPING_CODE)
+    tool = QueuedPythonTool(client=recording_client, timeout_seconds=2)
+    model, result = await converse(tool, expected.LOOPING_CODE)
 
     [output] = tool_outputs(model.requests[-1])
-    assert_timed_out(text_of(output))
+    expected.assert_timed_out(text_of(output))
     assert result.final_output == "Done after 1 runs."
     assert time.monotonic() - started < 30
 
 
 async def test_no_worker_ends_in_a_clear_message_within_a_bounded_wait(idle_client: Client) -> None:
     started = time.monotonic()
-    model, result = await converse(QueuedPythonTool(client=idle_client, **NO_WORKER_OPTIONS), "print(1)")
+    tool = QueuedPythonTool(client=idle_client, **expected.NO_WORKER_OPTIONS)
+    model, result = await converse(tool, "print(1)")
 
     [output] = tool_outputs(model.requests[-1])
-    assert_no_worker(text_of(output))
+    expected.assert_no_worker(text_of(output))
     assert result.final_output == "Done after 1 runs."
     assert time.monotonic() - started < 10

@@ -12,18 +12,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from sandq import Client
 from sandq.pydantic_ai_adapter import QueuedPythonTool
-from tests.adapters.expected import (
-    AFTER_FAILURE_CODE,
-    FAILING_CODE,
-    LOOPING_CODE,
-    NO_WORKER_OPTIONS,
-    OUTPUT_CODE,
-    SQUARES_CSV,
-    assert_no_worker,
-    assert_timed_out,
-    assert_traceback_shown,
-    success_text,
-)
+from tests.adapters import expected
 from tests.conftest import RecordingClient
 
 
@@ -62,24 +51,25 @@ async def converse(tool: QueuedPythonTool, *codes: str) -> tuple[Script, str]:
 
 async def test_real_output_and_files_reach_the_models_next_turn(recording_client: RecordingClient) -> None:
     tool = QueuedPythonTool(client=recording_client, timeout_seconds=30, mem_requested="128Mi")
-    script, answer = await converse(tool, OUTPUT_CODE)
+    script, answer = await converse(tool, expected.OUTPUT_CODE)
 
     [[text, file]] = script.tool_results()
-    assert text == success_text(QueuedPythonTool.files_went)
+    assert text == expected.success_text(QueuedPythonTool.files_went)
     assert isinstance(file, BinaryContent)
-    assert (file.identifier, file.media_type, file.data) == ("squares.csv", "text/csv", SQUARES_CSV)
+    assert (file.identifier, file.media_type, file.data) == ("squares.csv", "text/csv", expected.SQUARES_CSV)
     assert answer == "Done after 1 runs."
     [request] = recording_client.submitted
-    assert (request.code, request.timeout_seconds, request.mem_requested) == (OUTPUT_CODE, 30, "128Mi")
+    assert (request.code, request.timeout_seconds) == (expected.OUTPUT_CODE, 30)
+    assert request.mem_requested == "128Mi"
     assert tool.timeout is not None and tool.timeout > 30 + 60  # time limit + queue wait
 
 
 async def test_traceback_reaches_the_model_and_the_loop_goes_on(recording_client: RecordingClient) -> None:
     tool = QueuedPythonTool(client=recording_client)
-    script, answer = await converse(tool, FAILING_CODE, AFTER_FAILURE_CODE)
+    script, answer = await converse(tool, expected.FAILING_CODE, expected.AFTER_FAILURE_CODE)
 
     failure, after = script.tool_results()
-    assert_traceback_shown(failure)
+    expected.assert_traceback_shown(failure)
     assert after == "status: succeeded (exit code 0)\n--- stdout ---\nstill going\n"
     assert answer == "Done after 2 runs."
 
@@ -87,19 +77,20 @@ async def test_traceback_reaches_the_model_and_the_loop_goes_on(recording_client
 async def test_timeout_is_reported_as_a_timeout(recording_client: RecordingClient) -> None:
     started = time.monotonic()
     tool = QueuedPythonTool(client=recording_client, timeout_seconds=2)
-    script, answer = await converse(tool, LOOPING_CODE)
+    script, answer = await converse(tool, expected.LOOPING_CODE)
 
     [output] = script.tool_results()
-    assert_timed_out(output)
+    expected.assert_timed_out(output)
     assert answer == "Done after 1 runs."
     assert time.monotonic() - started < 30
 
 
 async def test_no_worker_ends_in_a_clear_message_within_a_bounded_wait(idle_client: Client) -> None:
     started = time.monotonic()
-    script, answer = await converse(QueuedPythonTool(client=idle_client, **NO_WORKER_OPTIONS), "print(1)")
+    tool = QueuedPythonTool(client=idle_client, **expected.NO_WORKER_OPTIONS)
+    script, answer = await converse(tool, "print(1)")
 
     [output] = script.tool_results()
-    assert_no_worker(output)
+    expected.assert_no_worker(output)
     assert answer == "Done after 1 runs."
     assert time.monotonic() - started < 10
