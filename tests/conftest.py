@@ -12,11 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from sandq.client.client import Client
+from sandq.client.client import Client, ExecutionHandle
+from sandq.contract import ExecutionRequest
 from sandq.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +110,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_example(name: str, settings: Settings) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name>`` offline against the queue of ``settings``; it must exit 0."""
+    model_keys = {"GOOGLE_API_KEY", "OPENAI_API_KEY"}  # no real model: the scripted one stands in
+    env = {k: v for k, v in os.environ.items() if k not in model_keys and not k.startswith("SANDQ_")}
+    env |= {"SANDQ_REDIS_URL": settings.redis_url, "SANDQ_QUEUE": settings.queue}
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        cwd="/",
+    )
+
+
 def listed_sandboxes(settings: Settings) -> list[str]:
     """The sandbox ids ``runsc list`` shows under the settings' state directory."""
     return subprocess.run(
@@ -187,3 +205,41 @@ def worker(
     proc.wait_ready(client)
     yield proc
     proc.stop()
+
+
+class RecordingClient(Client):
+    """A real client that also keeps the requests it submits, and the options of each."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.submitted: list[ExecutionRequest] = []
+        self.options: list[dict[str, Any]] = []
+
+    def submit(self, request: ExecutionRequest, **options: Any) -> ExecutionHandle:  # type: ignore[override]
+        self.submitted.append(request)
+        self.options.append(options)
+        return super().submit(request, **options)
+
+
+@pytest.fixture
+def recording_client(settings: Settings, worker: WorkerProcess) -> Iterator[RecordingClient]:
+    """A recording client on the session's queue, served by the real worker."""
+    c = RecordingClient(settings)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def idle_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis server that no worker uses."""
+    server = RedisServer(tmp_path_factory.mktemp("idle-redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def idle_client(idle_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """A client whose queue no worker consumes."""
+    client = Client(make_settings(idle_redis.url, tmp_path_factory.mktemp("idle"), max_queued=1))
+    yield client
+    client.close()

@@ -14,14 +14,12 @@ from google.adk.code_executors.code_execution_utils import (
     CodeExecutionResult,
 )
 from google.adk.code_executors.code_execution_utils import File as AdkFile
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from typing_extensions import override
 
-from sandq.broker.errors import SubmissionRefused
-from sandq.client.client import Client, ExecutionHandle, ResultTimeout
-from sandq.contract import DEFAULT_TENANT, ExecutionRequest, ExecutionResult, File, Status
-from sandq.settings import Settings
-from sandq.validation import RequestRejected, describe
+from sandq.agent_results import DEFAULT_QUEUE_WAIT_SECONDS, Outcome, SandboxRunner, outcome_of
+from sandq.client.client import Client
+from sandq.contract import DEFAULT_TENANT, ExecutionResult, File, Status
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +88,9 @@ class QueuedCodeExecutor(BaseCodeExecutor):
     client: Client | None = Field(default=None, exclude=True)
     tenant: str = DEFAULT_TENANT
     labels: dict[str, str] = Field(default_factory=dict)
-    queue_wait_seconds: float = Field(default=60.0, ge=0)
+    queue_wait_seconds: float = Field(default=DEFAULT_QUEUE_WAIT_SECONDS, ge=0)
+
+    _runner: SandboxRunner = PrivateAttr()
 
     def __init__(
         self,
@@ -124,16 +124,21 @@ class QueuedCodeExecutor(BaseCodeExecutor):
     @override
     def model_post_init(self, context: Any, /) -> None:
         """Check the request fields now, connect the client, warn about worker-side settings."""
-        try:
-            self._request_for("pass", [], {})
-        except ValidationError as error:
-            raise ValueError(f"QueuedCodeExecutor: {describe(error)}") from None
-        if self.client is None:
-            overrides = {"redis_url": self.redis_url, "queue": self.queue}
-            settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
-            self.client = Client(settings)
-        elif self.redis_url is not None or self.queue is not None:
-            raise ValueError("QueuedCodeExecutor: pass either client or redis_url/queue, not both")
+        self._runner = SandboxRunner(
+            "QueuedCodeExecutor",
+            client=self.client,
+            redis_url=self.redis_url,
+            queue=self.queue,
+            timeout_seconds=self.timeout_seconds,
+            cpu_requested=self.cpu_requested,
+            mem_requested=self.mem_requested,
+            cpu_limit=self.cpu_limit,
+            mem_limit=self.mem_limit,
+            tenant=self.tenant,
+            labels=self.labels,
+            queue_wait_seconds=self.queue_wait_seconds,
+        )
+        self.client = self._runner.client
         for name, default in _WORKER_SIDE_DEFAULTS.items():
             value = getattr(self, name)
             if value != default:
@@ -154,81 +159,8 @@ class QueuedCodeExecutor(BaseCodeExecutor):
         labels = {"adk.invocation_id": invocation_context.invocation_id}
         if invocation_context.agent is not None:
             labels["adk.agent"] = invocation_context.agent.name
-        try:
-            request = self._request_for(
-                code_execution_input.code,
-                [_to_sandq_file(f) for f in code_execution_input.input_files],
-                labels,
-            )
-        except ValidationError as error:
-            return _refused(describe(error))
-        return self._submit_and_wait(request)
-
-    def _request_for(self, code: str, files: list[File], labels: dict[str, str]) -> ExecutionRequest:
-        return ExecutionRequest(
-            code=code,
-            tenant=self.tenant,
-            timeout_seconds=self.timeout_seconds,
-            cpu_requested=self.cpu_requested,
-            mem_requested=self.mem_requested,
-            cpu_limit=self.cpu_limit,
-            mem_limit=self.mem_limit,
-            input_files=files,
-            labels={**self.labels, **labels},
-        )
-
-    def _submit_and_wait(self, request: ExecutionRequest) -> CodeExecutionResult:
-        client = self.client
-        assert client is not None  # set in model_post_init
-        try:
-            handle = client.submit(request)
-        except RequestRejected as error:
-            return _refused(str(error))
-        except SubmissionRefused as error:
-            logger.warning("sandq refused an execution: %s", error)
-            return CodeExecutionResult(
-                stderr=(
-                    f"sandq's queue is full, so nothing ran: {error}. Run the same code again after that "
-                    "pause, or tell the user the sandbox is busy."
-                )
-            )
-        except Exception as error:  # Redis unreachable, or any other fault: the agent run goes on
-            logger.warning("sandq could not enqueue an execution", exc_info=True)
-            return CodeExecutionResult(
-                stderr=(
-                    f"sandq could not queue the code, so nothing ran ({_describe(error)}). "
-                    "Try again later; if it persists, ask the operator to run `sandq doctor`."
-                )
-            )
-        wait = self.timeout_seconds + self.queue_wait_seconds
-        try:
-            result = handle.result(timeout=wait)
-        except ResultTimeout:
-            logger.warning("no sandq result for %s within %s s; cancelling it", handle.id, wait)
-            self._cancel(handle)
-            return CodeExecutionResult(
-                stderr=(
-                    f"sandq: no result within {wait:g} s (execution {handle.id}): no worker finished the "
-                    "code in time, so it was cancelled. The workers are down or overloaded: try again "
-                    "later; if it persists, ask the operator to check that `sandq worker` is running."
-                )
-            )
-        except Exception as error:
-            logger.warning("lost track of sandq execution %s", handle.id, exc_info=True)
-            return CodeExecutionResult(
-                stderr=(
-                    f"sandq lost track of execution {handle.id} while waiting for its result "
-                    f"({_describe(error)}); it may or may not have run. Try again later."
-                )
-            )
-        return to_code_execution_result(result, self.timeout_seconds, self.mem_limit)
-
-    @staticmethod
-    def _cancel(handle: ExecutionHandle) -> None:
-        try:
-            handle.cancel()
-        except Exception:  # best effort: its result is ignored either way
-            logger.warning("could not cancel sandq execution %s", handle.id, exc_info=True)
+        files = [_to_sandq_file(f) for f in code_execution_input.input_files]
+        return _as_code_execution_result(self._runner.run(code_execution_input.code, files, labels))
 
 
 def _to_sandq_file(file: AdkFile) -> File:
@@ -243,55 +175,28 @@ def _to_sandq_file(file: AdkFile) -> File:
     return File(name=file.name, content=content, mime_type=file.mime_type)
 
 
-def _describe(error: Exception) -> str:
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
-
-
-def _refused(reason: str) -> CodeExecutionResult:
-    return CodeExecutionResult(stderr=f"sandq refused the code, so nothing ran: {reason}.")
-
-
 def to_code_execution_result(
     result: ExecutionResult, timeout_seconds: int, mem_limit: str
 ) -> CodeExecutionResult:
     """ADK's view of a sandq result: stderr is non-empty exactly when the run failed."""
-    files = [AdkFile(name=f.name, content=f.content, mime_type=f.mime_type) for f in result.output_files]
-    notes = []
-    if result.output_files_truncated:
-        notes.append("sandq: some output files were dropped: they passed the size or count limit.")
-    if result.status is Status.SUCCEEDED:
-        warnings = "".join(part + "\n" for part in [result.stderr.rstrip("\n"), *notes] if part)
-        stdout = result.stdout
+    return _as_code_execution_result(outcome_of(result, timeout_seconds, mem_limit))
+
+
+def _as_code_execution_result(outcome: Outcome) -> CodeExecutionResult:
+    files = [AdkFile(name=f.name, content=f.content, mime_type=f.mime_type) for f in outcome.files]
+    if outcome.status is None:  # nothing to show but sandq's note
+        return CodeExecutionResult(stderr=outcome.note)
+    if outcome.status is Status.SUCCEEDED:
+        warnings = "".join(part + "\n" for part in [outcome.stderr.rstrip("\n"), outcome.note] if part)
+        stdout = outcome.stdout
         if warnings:
             separator = "" if not stdout or stdout.endswith("\n") else "\n"
             stdout = f"{stdout}{separator}{WARNINGS_MARKER}\n{warnings}"
         return CodeExecutionResult(stdout=stdout, output_files=files, exit_code=0)
-    explanation = {
-        Status.FAILED: f"the code exited with status {result.exit_code}",
-        Status.TIMED_OUT: (
-            f"the code was stopped after its time limit of {timeout_seconds} s; output up to then is kept. "
-            "Make it faster or work on less data"
-        ),
-        Status.OOM_KILLED: (
-            f"the code was killed for using more than its memory limit of {mem_limit}. "
-            "Use less memory, e.g. process the data in chunks"
-        ),
-        Status.OUTPUT_LIMIT_EXCEEDED: (
-            "the code was stopped for printing too much; output is cut at the limit. Print a summary instead"
-        ),
-        Status.REJECTED: f"the request was refused, so nothing ran: {result.error}",
-        Status.INFRASTRUCTURE_ERROR: (
-            f"the sandbox system failed, not the code: {result.error}. Running the same code again may work"
-        ),
-        Status.CANCELLED: "the execution was cancelled before it finished",
-    }[result.status]
-    stderr_parts = [result.stderr.rstrip("\n")] if result.stderr else []
-    if result.status is not Status.FAILED or not result.stderr:
-        stderr_parts.append(f"sandq: {explanation}.")
-    stderr = "\n".join(stderr_parts + notes) + "\n"
-    if result.stdout:
-        separator = "" if result.stdout.endswith("\n") else "\n"
-        stderr = f"{STDOUT_MARKER}\n{result.stdout}{separator}{ERROR_MARKER}\n{stderr}"
+    stderr = "\n".join(part for part in [outcome.stderr.rstrip("\n"), outcome.note] if part) + "\n"
+    if outcome.stdout:
+        separator = "" if outcome.stdout.endswith("\n") else "\n"
+        stderr = f"{STDOUT_MARKER}\n{outcome.stdout}{separator}{ERROR_MARKER}\n{stderr}"
     return CodeExecutionResult(
-        stdout=result.stdout, stderr=stderr, output_files=files, exit_code=result.exit_code
+        stdout=outcome.stdout, stderr=stderr, output_files=files, exit_code=outcome.exit_code
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,6 @@ from google.genai import types
 
 from sandq import Client
 from sandq.adk_adapter import QueuedCodeExecutor, ScriptedLlm, tool_outputs
-from tests.conftest import RedisServer, make_settings
 
 APP = "sandq-adk-tests"
 USER = "tester"
@@ -86,22 +85,6 @@ async def converse(
     async for event in runner.run_async(user_id=USER, session_id=session.id, new_message=content):
         conversation.events.append(event)
     return conversation
-
-
-@pytest.fixture(scope="session")
-def idle_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A Redis server that no worker uses."""
-    server = RedisServer(tmp_path_factory.mktemp("idle-redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def idle_client(idle_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """A client whose queue no worker consumes."""
-    client = Client(make_settings(idle_redis.url, tmp_path_factory.mktemp("idle"), max_queued=1))
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -16,23 +13,11 @@ from google.adk.code_executors import GkeCodeExecutor
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
 
-from sandq import Client, ExecutionHandle, ExecutionRequest, Settings
+from sandq import Client, ExecutionRequest, Settings
 from sandq.adk_adapter import QueuedCodeExecutor, tool_outputs
 from sandq.adk_adapter.executor import ERROR_MARKER, STDOUT_MARKER, WARNINGS_MARKER
-from tests.conftest import REPO, free_port
+from tests.conftest import RecordingClient, free_port, run_example
 from tests.integration.adk.conftest import APP, USER, converse, python_block, replies
-
-
-class RecordingClient(Client):
-    """A real client that also keeps the requests it submits."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.submitted: list[ExecutionRequest] = []
-
-    def submit(self, request: ExecutionRequest, **options: Any) -> ExecutionHandle:  # type: ignore[override]
-        self.submitted.append(request)
-        return super().submit(request, **options)
 
 
 async def test_real_output_of_the_code_reaches_the_models_next_request(
@@ -242,17 +227,7 @@ def test_bad_configuration_is_refused_at_construction(
 
 
 def test_example_agent_runs_offline_end_to_end(settings: Settings, worker: object) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in {"GOOGLE_API_KEY", "SANDQ_QUEUE"}}
-    env |= {"SANDQ_REDIS_URL": settings.redis_url, "SANDQ_QUEUE": settings.queue}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "adk_agent.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd="/",
-    )
+    done = run_example("adk_agent.py", settings)
     assert "[sandbox: OUTCOME_OK]" in done.stdout
     assert "The sum of the first 15 Fibonacci numbers is 986;" in done.stdout  # 0 + 1 + ... + 377
     assert "[artifacts] fibonacci.png" in done.stdout

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ValidationError
 from sandq import cli
 from sandq.cli.errors import EXIT_CODES, ExitCode
 from sandq.cli.failures import expected_failure
-from tests.integration.cli.conftest import Done, Sandq
 from tests.conftest import free_port
+from tests.integration.cli.conftest import Done, Sandq
 from tests.integration.security.conftest import SecureRedis
 
 

@@ -7,8 +7,8 @@ import socket
 import uuid
 from pathlib import Path
 
-from tests.integration.cli.conftest import Sandq
 from tests.conftest import RedisServer, make_settings, settings_env
+from tests.integration.cli.conftest import Sandq
 from tests.integration.queue.conftest import SimWorker
 
 
