@@ -16,7 +16,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from sandq import Client, Status
 from sandq.autogen_adapter import QueuedCodeExecutor
-from tests.adapters import expected
+from tests.integration.adapters import expected
 from tests.conftest import RecordingClient
 
 pytestmark = pytest.mark.filterwarnings("ignore:No approval function set for CodeExecutorAgent")

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from sandq import Client
 from sandq.langchain_adapter import QueuedPythonTool, ScriptedChatModel
-from tests.adapters import expected
+from tests.integration.adapters import expected
 from tests.conftest import RecordingClient
 
 FILES_WENT = "in the tool message's artifact"

@@ -12,7 +12,7 @@ from openai.types.responses import ResponseFunctionToolCall
 
 from sandq import Client
 from sandq.openai_agents_adapter import QueuedPythonTool, ScriptedModel, tool_call, tool_outputs
-from tests.adapters import expected
+from tests.integration.adapters import expected
 from tests.conftest import RecordingClient
 
 
