@@ -38,11 +38,8 @@ class Admission:
         """
         settings = self.settings
         verdict = self._admit(
-            execution_id=execution_id,
-            tenant=tenant,
-            ttl_seconds=settings.queued_ttl_seconds,
-            cap=settings.max_queued,
-            tenant_cap=settings.queued_cap(tenant),
+            execution_id=execution_id, tenant=tenant, ttl_seconds=settings.queued_ttl_seconds,
+            cap=settings.max_queued, tenant_cap=settings.queued_cap(tenant),
             active_seconds=settings.active_tenant_seconds,
         )
         retry_after = self.settings.retry_after_seconds

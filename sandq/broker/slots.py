@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -91,7 +90,8 @@ class InFlight:
         self._renew = RenewScript(client, self.keys)
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._renewer: threading.Thread | None = None
+        self._renewer = Periodic("sandq-leases", settings.lease_seconds / 3, self._renew_held)
+        self._renewing = threading.Lock()
 
     def acquire(self, execution_id: str, tenant: str, token: str = "", park: Parked | None = None) -> Verdict:
         """Take a slot for ``execution_id`` (and stop counting it as queued), or park it, or say why not.
@@ -136,11 +136,10 @@ class InFlight:
     @contextmanager
     def held(self, execution_id: str, tenant: str) -> Iterator[None]:
         """Keep the acquired slot's lease renewed while the body runs; release it after."""
+        if self._renewing.acquire(blocking=False):
+            self._renewer.start()
         with self._lock:
             self._held[execution_id] = tenant
-            if self._renewer is None:
-                self._renewer = threading.Thread(target=self._renew_forever, name="sandq-leases", daemon=True)
-                self._renewer.start()
         try:
             yield
         finally:
@@ -148,18 +147,16 @@ class InFlight:
                 self._held.pop(execution_id, None)
             self.release(execution_id, tenant)
 
-    def _renew_forever(self) -> None:
-        period = self.settings.lease_seconds / 3
-        while True:
-            time.sleep(period)
-            with self._lock:
-                held = list(self._held.items())
-            for execution_id, tenant in held:
-                try:
-                    if not self.renew(execution_id, tenant):
-                        log.warning("the in-flight lease of %s had expired", execution_id)
-                except redis.RedisError as error:
-                    log.warning("could not renew the lease of %s: %s", execution_id, error)
+    def _renew_held(self) -> None:
+        """Renew the lease of every slot held in this process (every third of ``lease_seconds``)."""
+        with self._lock:
+            held = list(self._held.items())
+        for execution_id, tenant in held:
+            try:
+                if not self.renew(execution_id, tenant):
+                    log.warning("the in-flight lease of %s had expired", execution_id)
+            except redis.RedisError as error:
+                log.warning("could not renew the lease of %s: %s", execution_id, error)
 
 
 HANDOFFS_PER_CALL = 100
