@@ -179,4 +179,5 @@ class SentScript(Script):
 
     def __call__(self, *, execution_id: str, token: str) -> None:
         """Forget it if ``token`` is still the one its message carries."""
-        self._run(self._record()[:3], [execution_id, token])
+        k = self.keys
+        self._run([k.entries, k.handing, k.handing_tokens], [execution_id, token])

@@ -202,11 +202,15 @@ class HandOff:
         """Give free slots to parked executions, fairly, and send them; return how many were sent.
 
         The script serves the parked tenants read just before; if one parked meanwhile and slots
-        are left, it is served by another call at once (or by the periodic hand-off)."""
+        are left, another call serves it at once. With nothing parked there is no call: whoever
+        parks next hands off right after parking (``InFlight.acquire``'s caller pokes)."""
         settings, sent = self.settings, 0
         for _ in range(HANDOFF_ROUNDS):
+            tenants = self._handoff.parked_tenants()
+            if not tenants:
+                break
             handed, left_out = self._handoff(
-                tenants={t: settings.in_flight_cap(t) for t in self._handoff.parked_tenants()},
+                tenants={tenant: settings.in_flight_cap(tenant) for tenant in tenants},
                 lease_seconds=settings.lease_seconds,
                 cap=settings.max_in_flight,
                 most=HANDOFFS_PER_CALL,
