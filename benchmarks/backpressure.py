@@ -28,7 +28,6 @@ from sandq import Client, Settings
 from sandq.broker.errors import SubmissionRefused
 from sandq.broker.keys import Keys
 from sandq.broker.routing import Priority
-from sandq.client.batch import ready_results
 from sandq.client.status import TenantStatus, snapshot
 from tests.conftest import RedisServer, make_settings
 from tests.integration.queue.conftest import SimWorker
@@ -68,7 +67,7 @@ def wait_all(client: Client, ids: list[str], timeout: float) -> dict[str, object
     found: dict[str, object] = {}
     deadline = time.monotonic() + timeout
     while len(found) < len(ids) and time.monotonic() < deadline:
-        found.update(ready_results(client, [i for i in ids if i not in found]))
+        found.update(client.ready_results([i for i in ids if i not in found]))
         time.sleep(0.2)
     return found
 
@@ -207,7 +206,7 @@ def tenant_row(client: Client, tenant: str) -> TenantStatus:
 def backlog(client: Client, tenant: str, ids: list[str]) -> dict[str, int]:
     """How much of a flood is still queued (and parked), and how much has finished, right now."""
     row = tenant_row(client, tenant)
-    return {"queued": row.queued, "parked": row.parked, "finished": len(ready_results(client, ids))}
+    return {"queued": row.queued, "parked": row.parked, "finished": len(client.ready_results(ids))}
 
 
 def drain(client: Client, submitting: list[threading.Thread], ids: list[str]) -> int:

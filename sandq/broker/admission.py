@@ -8,7 +8,7 @@ import redis
 
 from sandq.broker.errors import QueueFull, TenantQuotaExceeded
 from sandq.broker.keys import Keys
-from sandq.broker.scripts import load_script
+from sandq.broker.scripts import AdmitScript
 from sandq.settings import Settings
 
 _QUEUE_FULL, _TENANT_FULL = 1, 2
@@ -29,26 +29,18 @@ class Admission:
         self.settings = settings
         self.redis = client
         self.keys = Keys(settings.queue)
-        self._admit = load_script(client, "admit")
+        self._admit = AdmitScript(client, self.keys)
 
     def admit(self, execution_id: str, tenant: str) -> Admitted:
         """Count ``execution_id`` as queued, unless it already was (queued or running).
 
         Raises ``QueueFull`` or ``TenantQuotaExceeded`` (and counts nothing) at a cap.
         """
-        keys = self.keys
-        verdict = int(
-            self._admit(
-                keys=[keys.queued, keys.queued_for(tenant), keys.in_flight, keys.tenants, keys.active],
-                args=[
-                    execution_id,
-                    tenant,
-                    self.settings.queued_ttl_seconds,
-                    self.settings.max_queued,
-                    self.settings.queued_cap(tenant),
-                    self.settings.active_tenant_seconds,
-                ],
-            )
+        settings = self.settings
+        verdict = self._admit(
+            execution_id=execution_id, tenant=tenant, ttl_seconds=settings.queued_ttl_seconds,
+            cap=settings.max_queued, tenant_cap=settings.queued_cap(tenant),
+            active_seconds=settings.active_tenant_seconds,
         )
         retry_after = self.settings.retry_after_seconds
         if verdict == _QUEUE_FULL:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,9 +27,17 @@ from typing import Any
 
 import redis
 
-from sandq.broker.keys import Keys
+from sandq.broker.keys import BATCH, INTERACTIVE, Keys
 from sandq.broker.routing import Priority
-from sandq.broker.scripts import load_script
+from sandq.broker.scripts import (
+    AcquireScript,
+    Handed,
+    HandoffScript,
+    RecoverScript,
+    RenewScript,
+    SentScript,
+    UnparkScript,
+)
 from sandq.periodic import Periodic
 from sandq.settings import Settings
 
@@ -79,11 +86,12 @@ class InFlight:
         self.redis = client
         self.keys = Keys(settings.queue)
         self.on_release = on_release
-        self._acquire = load_script(client, "acquire")
-        self._renew = load_script(client, "renew")
+        self._acquire = AcquireScript(client, self.keys)
+        self._renew = RenewScript(client, self.keys)
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._renewer: threading.Thread | None = None
+        self._renewer = Periodic("sandq-leases", settings.lease_seconds / 3, self._renew_held)
+        self._renewing = threading.Lock()
 
     def acquire(self, execution_id: str, tenant: str, token: str = "", park: Parked | None = None) -> Verdict:
         """Take a slot for ``execution_id`` (and stop counting it as queued), or park it, or say why not.
@@ -92,42 +100,25 @@ class InFlight:
         its fair share leaves ``reserved_slots`` to the other active tenants, and no new execution
         overtakes a parked one, except one of a tenant below its fair share with none parked.
         """
-        keys = self.keys
-        lane = "0" if park is None or park.priority == "interactive" else "1"
+        settings = self.settings
         verdict = self._acquire(
-            keys=[
-                keys.in_flight,
-                keys.in_flight_for(tenant),
-                keys.queued,
-                keys.queued_for(tenant),
-                keys.parked,
-                keys.parked_for(tenant, lane),
-                keys.parked_for(tenant, "1" if lane == "0" else "0"),
-                keys.parked_tenants,
-                keys.entries,
-                keys.handing,
-                keys.handing_tokens,
-                keys.claim(execution_id),
-                keys.active,
-            ],
-            args=[
-                execution_id,
-                tenant,
-                self.settings.lease_seconds,
-                self.settings.max_in_flight,
-                self.settings.in_flight_cap(tenant),
-                token,
-                park.to_json() if park else "",
-                self.settings.active_tenant_seconds,
-                self.settings.reserved_slots,
-            ],
+            execution_id=execution_id,
+            tenant=tenant,
+            lease_seconds=settings.lease_seconds,
+            cap=settings.max_in_flight,
+            tenant_cap=settings.in_flight_cap(tenant),
+            token=token,
+            entry=park.to_json() if park else None,
+            lane=INTERACTIVE if park is None or park.priority == "interactive" else BATCH,
+            active_seconds=settings.active_tenant_seconds,
+            reserved=settings.reserved_slots,
         )
-        return Verdict(int(verdict))
+        return Verdict(verdict)
 
     def renew(self, execution_id: str, tenant: str) -> bool:
         """Extend the lease; False if it had run out (the slot may be someone else's)."""
-        keys = [self.keys.in_flight, self.keys.in_flight_for(tenant)]
-        return bool(self._renew(keys=keys, args=[execution_id, self.settings.lease_seconds]))
+        lease_seconds = self.settings.lease_seconds
+        return self._renew(execution_id=execution_id, tenant=tenant, lease_seconds=lease_seconds)
 
     def release(self, execution_id: str, tenant: str) -> None:
         """Give the slot back, then call ``on_release`` (which must not raise); if Redis is
@@ -145,11 +136,10 @@ class InFlight:
     @contextmanager
     def held(self, execution_id: str, tenant: str) -> Iterator[None]:
         """Keep the acquired slot's lease renewed while the body runs; release it after."""
+        if self._renewing.acquire(blocking=False):
+            self._renewer.start()
         with self._lock:
             self._held[execution_id] = tenant
-            if self._renewer is None:
-                self._renewer = threading.Thread(target=self._renew_forever, name="sandq-leases", daemon=True)
-                self._renewer.start()
         try:
             yield
         finally:
@@ -157,21 +147,23 @@ class InFlight:
                 self._held.pop(execution_id, None)
             self.release(execution_id, tenant)
 
-    def _renew_forever(self) -> None:
-        period = self.settings.lease_seconds / 3
-        while True:
-            time.sleep(period)
-            with self._lock:
-                held = list(self._held.items())
-            for execution_id, tenant in held:
-                try:
-                    if not self.renew(execution_id, tenant):
-                        log.warning("the in-flight lease of %s had expired", execution_id)
-                except redis.RedisError as error:
-                    log.warning("could not renew the lease of %s: %s", execution_id, error)
+    def _renew_held(self) -> None:
+        """Renew the lease of every slot held in this process (every third of ``lease_seconds``)."""
+        with self._lock:
+            held = list(self._held.items())
+        for execution_id, tenant in held:
+            try:
+                if not self.renew(execution_id, tenant):
+                    log.warning("the in-flight lease of %s had expired", execution_id)
+            except redis.RedisError as error:
+                log.warning("could not renew the lease of %s: %s", execution_id, error)
 
 
 HANDOFFS_PER_CALL = 100
+HANDOFF_ROUNDS = 3
+"""Hand-off calls at most per ``hand_off``: another follows only if a tenant parked meanwhile."""
+CLAIMS_FORGOTTEN_PER_CALL = 1000
+"""Expired claims ``recover`` forgets at most per call."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +173,12 @@ class HandedOff:
     id: str
     token: str
     entry: Parked
+
+    @classmethod
+    def of(cls, handed: Handed) -> HandedOff:
+        """A hand-off as a script returns it."""
+        execution_id, token, entry = handed
+        return cls(execution_id, token, Parked.from_json(entry))
 
 
 Send = Callable[[HandedOff], None]
@@ -193,46 +191,55 @@ class HandOff:
         self.settings = settings
         self.keys = Keys(settings.queue)
         self.send = send
-        self._handoff = load_script(client, "handoff")
-        self._recover = load_script(client, "recover")
-        self._unpark = load_script(client, "unpark")
-        self._sent = load_script(client, "sent")
+        self._handoff = HandoffScript(client, self.keys)
+        self._recover = RecoverScript(client, self.keys)
+        self._unpark = UnparkScript(client, self.keys)
+        self._sent = SentScript(client, self.keys)
         self._periodic = Periodic("sandq-handoff", settings.handoff_seconds, self.tick)
         self._started = threading.Lock()
 
     def hand_off(self) -> int:
-        """Give free slots to parked executions, fairly, and send them; return how many were sent."""
-        keys = self.keys
-        caps = {tenant: limits.max_in_flight for tenant, limits in self.settings.tenant_overrides.items()
-                if limits.max_in_flight}
-        settings = self.settings
-        handed = self._handoff(
-            keys=[keys.in_flight, keys.parked, keys.parked_tenants, keys.entries, keys.handing,
-                  keys.handing_tokens, keys.queued, keys.active],
-            args=[settings.lease_seconds, settings.max_in_flight, settings.max_in_flight_per_tenant,
-                  json.dumps(caps), keys.in_flight_prefix, keys.parked_prefix, keys.queued_prefix,
-                  HANDOFFS_PER_CALL, keys.claim(""), settings.result_ttl_seconds,
-                  settings.active_tenant_seconds, settings.reserved_slots],
-        )
-        return self._send_all(handed)
+        """Give free slots to parked executions, fairly, and send them; return how many were sent.
+
+        The script serves the parked tenants read just before; if one parked meanwhile and slots
+        are left, another call serves it at once. With nothing parked there is no call: whoever
+        parks next hands off right after parking (``InFlight.acquire``'s caller pokes)."""
+        settings, sent = self.settings, 0
+        for _ in range(HANDOFF_ROUNDS):
+            tenants = self._handoff.parked_tenants()
+            if not tenants:
+                break
+            handed, left_out = self._handoff(
+                tenants={tenant: settings.in_flight_cap(tenant) for tenant in tenants},
+                lease_seconds=settings.lease_seconds,
+                cap=settings.max_in_flight,
+                most=HANDOFFS_PER_CALL,
+                claim_seconds=settings.result_ttl_seconds,
+                active_seconds=settings.active_tenant_seconds,
+                reserved=settings.reserved_slots,
+            )
+            sent += self._send_all(handed)
+            if not left_out:
+                break
+        return sent
 
     def recover(self) -> int:
         """Send again the hand-offs no worker claimed within ``lease_seconds``."""
-        keys = self.keys
         again = self._recover(
-            keys=[keys.entries, keys.handing, keys.handing_tokens],
-            args=[self.settings.lease_seconds, keys.claim(""), self.settings.result_ttl_seconds],
+            stale_seconds=self.settings.lease_seconds,
+            claim_seconds=self.settings.result_ttl_seconds,
+            most_forgotten=CLAIMS_FORGOTTEN_PER_CALL,
         )
         return self._send_all(again)
 
     def unpark_cancelled(self, execution_id: str) -> bool:
         """Send a cancelled parked execution at once, without a slot (its worker ends it)."""
-        keys = self.keys
-        taken = self._unpark(
-            keys=[keys.parked, keys.entries, keys.handing, keys.handing_tokens, keys.parked_tenants],
-            args=[execution_id, keys.parked_prefix, keys.claim(""), self.settings.result_ttl_seconds],
-        )
-        return self._send_all(taken) > 0
+        tenant = self._unpark.tenant_of(execution_id)
+        if tenant is None:
+            return False
+        claim_seconds = self.settings.result_ttl_seconds
+        taken = self._unpark(execution_id=execution_id, tenant=tenant, claim_seconds=claim_seconds)
+        return self._send_all([taken] if taken else []) > 0
 
     def poke(self, execution_id: str | None = None) -> None:
         """Hand off now (and first unpark ``execution_id`` if it was cancelled); a failure is only
@@ -254,10 +261,9 @@ class HandOff:
         if self._started.acquire(blocking=False):
             self._periodic.start()
 
-    def _send_all(self, flat: Sequence[bytes]) -> int:
-        for at in range(0, len(flat), 3):
-            handed = HandedOff(flat[at].decode(), flat[at + 1].decode(), Parked.from_json(flat[at + 2]))
-            self.send(handed)
-            keys = self.keys
-            self._sent(keys=[keys.entries, keys.handing, keys.handing_tokens], args=[handed.id, handed.token])
-        return len(flat) // 3
+    def _send_all(self, handed: Sequence[Handed]) -> int:
+        for one in handed:
+            handed_off = HandedOff.of(one)
+            self.send(handed_off)
+            self._sent(execution_id=handed_off.id, token=handed_off.token)
+        return len(handed)

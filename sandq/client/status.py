@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 from pydantic import BaseModel
 
-from sandq.broker.keys import Keys
+from sandq.broker.keys import LANES, Keys
 from sandq.broker.routing import queue_for, tenant_queues
 from sandq.contract import DEFAULT_TENANT
 from sandq.settings import Settings
@@ -77,7 +77,7 @@ def snapshot(client: Connected, worker_timeout: float | None = 1.0) -> QueueStat
                 queue=queue,
                 messages=depth.get(queue, 0),
                 queued=int(redis.zcount(keys.queued_for(tenant), now, "+inf")),
-                parked=sum(int(redis.llen(keys.parked_for(tenant, lane))) for lane in ("0", "1")),
+                parked=sum(int(redis.llen(keys.parked_for(tenant, lane))) for lane in LANES),
                 in_flight=int(redis.zcount(keys.in_flight_for(tenant), now, "+inf")),
             )
         )

@@ -1,28 +1,37 @@
 -- Admit one execution into the queued sets, or say why not. Atomic; nothing is added on refusal.
--- KEYS: 1 queued, 2 queued:<tenant>, 3 inflight, 4 tenants, 5 active tenants (scored by last admission)
--- ARGV: 1 id, 2 tenant, 3 ttl seconds, 4 global cap, 5 tenant cap, 6 seconds a tenant counts as active
--- Returns 0 admitted, 1 global cap reached, 2 tenant cap reached, 3 already admitted,
--- 4 admitted as the tenant's first execution.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- Uses common.lua: clock.
+-- Returns 0 admitted, 1 global cap reached, 2 tenant cap reached, 3 already admitted (queued or
+-- running), 4 admitted as the tenant's first execution.
+local queued = KEYS[1]
+local tenant_queued = KEYS[2]           -- queued:<tenant>
+local in_flight = KEYS[3]
+local tenants = KEYS[4]
+local active_tenants = KEYS[5]          -- scored by their last admission
 local id = ARGV[1]
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZSCORE', KEYS[1], id) or redis.call('ZSCORE', KEYS[3], id) then
+local tenant = ARGV[2]
+local ttl_seconds = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local tenant_cap = tonumber(ARGV[5])
+local active_seconds = tonumber(ARGV[6])
+
+local now = clock()
+redis.call('ZREMRANGEBYSCORE', queued, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', tenant_queued, '-inf', now)
+if redis.call('ZSCORE', queued, id) or redis.call('ZSCORE', in_flight, id) then
   return 3
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+if redis.call('ZCARD', queued) >= cap then
   return 1
 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
+if redis.call('ZCARD', tenant_queued) >= tenant_cap then
   return 2
 end
-local expires = now + tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], expires, id)
-redis.call('ZADD', KEYS[2], expires, id)
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[6]))
-redis.call('ZADD', KEYS[5], now, ARGV[2])
-if redis.call('SADD', KEYS[4], ARGV[2]) == 1 then
+local expires = now + ttl_seconds
+redis.call('ZADD', queued, expires, id)
+redis.call('ZADD', tenant_queued, expires, id)
+redis.call('ZREMRANGEBYSCORE', active_tenants, '-inf', now - active_seconds)
+redis.call('ZADD', active_tenants, now, tenant)
+if redis.call('SADD', tenants, tenant) == 1 then
   return 4
 end
 return 0

@@ -1,11 +1,16 @@
 -- Extend the lease of an execution that still holds its slot.
--- KEYS: 1 inflight, 2 inflight:<tenant>; ARGV: 1 id, 2 lease seconds
--- Returns 1 if the slot was still held, 0 if its lease had already expired.
-local t = redis.call('TIME')
-local expires = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[2])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+-- Uses common.lua: clock.
+-- Returns 1 if the slot was still held, 0 if its lease had run out and the slot was taken back
+-- (a lease past its expiry that no script has collected yet still holds its slot).
+local in_flight = KEYS[1]
+local tenant_in_flight = KEYS[2]        -- inflight:<tenant>
+local id = ARGV[1]
+local lease_seconds = tonumber(ARGV[2])
+
+local expires = clock() + lease_seconds
+if not redis.call('ZSCORE', in_flight, id) then
   return 0
 end
-redis.call('ZADD', KEYS[1], expires, ARGV[1])
-redis.call('ZADD', KEYS[2], expires, ARGV[1])
+redis.call('ZADD', in_flight, expires, id)
+redis.call('ZADD', tenant_in_flight, expires, id)
 return 1

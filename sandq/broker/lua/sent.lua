@@ -1,8 +1,14 @@
 -- Forget a hand-off once its message is sent, unless a worker has claimed it since (or it was
--- sent again with another token). KEYS: 1 entries, 2 handing, 3 handing tokens; ARGV: 1 id, 2 token
-if redis.call('HGET', KEYS[3], ARGV[1]) == ARGV[2] then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[1], ARGV[1])
+-- sent again with another token).
+local entries = KEYS[1]
+local handing = KEYS[2]
+local handing_tokens = KEYS[3]
+local id = ARGV[1]
+local token = ARGV[2]
+
+if redis.call('HGET', handing_tokens, id) == token then
+  redis.call('ZREM', handing, id)
+  redis.call('HDEL', handing_tokens, id)
+  redis.call('HDEL', entries, id)
 end
 return 0
