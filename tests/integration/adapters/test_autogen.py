@@ -16,8 +16,8 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from sandq import Client, Status
 from sandq.autogen_adapter import QueuedCodeExecutor
-from tests.integration.adapters import expected
 from tests.conftest import RecordingClient
+from tests.integration.adapters import expected
 
 pytestmark = pytest.mark.filterwarnings("ignore:No approval function set for CodeExecutorAgent")
 

@@ -12,8 +12,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from sandq import Client
 from sandq.langchain_adapter import QueuedPythonTool, ScriptedChatModel
-from tests.integration.adapters import expected
 from tests.conftest import RecordingClient
+from tests.integration.adapters import expected
 
 FILES_WENT = "in the tool message's artifact"
 

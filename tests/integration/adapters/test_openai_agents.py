@@ -12,8 +12,8 @@ from openai.types.responses import ResponseFunctionToolCall
 
 from sandq import Client
 from sandq.openai_agents_adapter import QueuedPythonTool, ScriptedModel, tool_call, tool_outputs
-from tests.integration.adapters import expected
 from tests.conftest import RecordingClient
+from tests.integration.adapters import expected
 
 
 def script(*codes: str) -> Callable[[list[TResponseInputItem]], str | ResponseFunctionToolCall]:

@@ -12,8 +12,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from sandq import Client
 from sandq.pydantic_ai_adapter import QueuedPythonTool
-from tests.integration.adapters import expected
 from tests.conftest import RecordingClient
+from tests.integration.adapters import expected
 
 
 @dataclass
