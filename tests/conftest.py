@@ -25,6 +25,22 @@ REPO = Path(__file__).resolve().parents[1]
 CANARY = "SANDQ_TEST_HOST_SECRET"
 
 
+FAST_SUITES = ("unit", "docs", "integration/deploy")
+"""The suites of the fast tier (``pytest -m "not slow"``): pure code, documents and manifests.
+
+Every other suite needs real parts (a redis-server, worker processes, gVisor sandboxes, the API
+stand-in) and is marked ``slow`` here, so that no test file has to remember it.
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        suite = Path(item.path).relative_to(tests_dir).as_posix()
+        if not suite.startswith(tuple(f"{fast}/" for fast in FAST_SUITES)):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

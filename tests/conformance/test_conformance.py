@@ -38,7 +38,7 @@ from tests.conformance.corpus import (
 from tests.conftest import CANARY, RedisServer, WorkerProcess, make_settings
 from tests.k8s_harness.env import Env, kubernetes_env
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+pytestmark = pytest.mark.timeout(900)
 WAIT = 300
 """Longest wait for one result: generous, the machine is shared."""
 RUNNABLE = [c.name for c in runnable_cases()]
