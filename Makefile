@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := redis-server runsc python3-matplotlib python3-numpy procps
 
-.PHONY: install system-deps venv run test lint typecheck docs bench clean check-adk-min
+.PHONY: install system-deps venv run test test-fast lint typecheck docs bench clean check-adk-min
 
 install: system-deps venv
 
@@ -56,6 +56,10 @@ $(ADK_MIN_DIR)/.installed: | venv
 check-adk-min: $(ADK_MIN_DIR)/.installed
 	PYTHONPATH=$(ADK_MIN_DIR) $(BIN)/python -c "import google.adk as a; from packaging.version import Version as V; assert V(a.__version__) == V('$(ADK_MIN)'), a.__version__"
 	PYTHONPATH=$(ADK_MIN_DIR) $(BIN)/pytest -q -p no:cacheprovider tests/integration/adk/test_adk_lower_bound.py
+
+# The fast tier: pure code, documents and manifests, no services (tests/conftest.py marks the rest slow).
+test-fast: venv
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow" tests/unit tests/docs tests/integration/deploy
 
 bench: install
 	$(BIN)/python benchmarks/local.py
