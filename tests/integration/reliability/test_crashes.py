@@ -27,6 +27,7 @@ from tests.integration.reliability.conftest import (
     ProbedWorker,
     Start,
     record_results,
+    rounds,
     sandboxes,
     summary,
     unacked_of,
@@ -37,7 +38,7 @@ from tests.k8s_harness.env import make_settings as k8s_settings
 from tests.k8s_harness.standin import JOBS, RunningStandIn
 
 REDELIVERY_SECONDS = 5
-ROUNDS = 20
+ROUNDS = rounds(6)
 CONCURRENCY = 2
 CHILD_KILL_BOUND = 15.0
 """Seconds: Celery requeues a killed pool process's task at once (measured 0.1 to 3.9 s)."""
@@ -206,7 +207,7 @@ def _kill_one(pid: int) -> set[int]:
     return {pid}
 
 
-K8S_ROUNDS = 3
+K8S_ROUNDS = max(2, ROUNDS // 5)
 
 
 @pytest.mark.k8s
