@@ -6,8 +6,9 @@ import json
 import marshal
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from sandq.sandbox.gvisor.bundle import RUNNER_BYTECODE_FILE, Shape, runner_dir, write_bundle
+from sandq.sandbox.gvisor.bundle import RUNNER_BYTECODE_FILE, Shape, oci_config, runner_dir, write_bundle
 from sandq.sandbox.protocol import MOUNT_DIR, RUNNER_FILE, runner_source
 from sandq.sandbox.runner import FRAME_END
 from tests.conftest import make_settings
@@ -47,3 +48,51 @@ def test_bundles_share_one_runner_directory_written_once(tmp_path: Path) -> None
     assert sources == {str(runner_dir(settings))}
     assert sorted(p.name for p in (tmp_path / "sq-a").iterdir()) == ["config.json", "rootfs"]
     assert [p.name for p in settings.bundle_dir.iterdir()] == [runner_dir(settings).name]  # no staging left
+
+
+# ---------------------------------------------------------------------------- the OCI config, pure
+
+
+def _config(tmp_path: Path, shape: Shape = Shape("500m", "512Mi"), **overrides: object) -> dict[str, Any]:
+    settings = make_settings("redis://unused", tmp_path, **overrides)
+    return oci_config(shape, settings, tmp_path / "files", "sq-unit")
+
+
+def test_the_shape_sets_the_cgroup_limits(tmp_path: Path) -> None:
+    resources = _config(tmp_path, Shape("1500m", "256Mi"))["linux"]["resources"]
+    assert resources["memory"] == {"limit": 256 * 2**20, "swap": 256 * 2**20}  # no swap beyond the limit
+    assert resources["cpu"] == {"quota": 150_000, "period": 100_000}
+
+
+def test_the_process_is_unprivileged_and_sees_no_host_environment(tmp_path: Path) -> None:
+    process = _config(tmp_path)["process"]
+    assert process["user"] == {"uid": 65534, "gid": 65534}
+    assert all(caps == [] for caps in process["capabilities"].values())
+    assert process["noNewPrivileges"] is True and process["terminal"] is False
+    names = {entry.split("=", 1)[0] for entry in process["env"]}
+    assert names == {"PATH", "HOME", "PYTHONDONTWRITEBYTECODE", "LANG"}
+    assert process["args"][-1] == "-"  # the job comes on stdin
+
+
+def test_rlimits_follow_the_settings(tmp_path: Path) -> None:
+    process = _config(tmp_path, nproc_limit=64, nofile_limit=128, tmp_size="32Mi")["process"]
+    limits = {r["type"]: (r["soft"], r["hard"]) for r in process["rlimits"]}
+    assert limits == {"RLIMIT_NPROC": (64, 64), "RLIMIT_NOFILE": (128, 128),
+                      "RLIMIT_FSIZE": (32 * 2**20, 32 * 2**20), "RLIMIT_CORE": (0, 0)}
+
+
+def test_the_filesystem_is_read_only_but_a_sized_tmp(tmp_path: Path) -> None:
+    config = _config(tmp_path, tmp_size="16Mi")
+    assert config["root"] == {"path": "rootfs", "readonly": True}
+    mounts = {m["destination"]: m for m in config["mounts"]}
+    assert "size=16777216" in mounts["/tmp"]["options"] and mounts["/tmp"]["type"] == "tmpfs"
+    binds = [m for m in config["mounts"] if m["type"] == "bind"]
+    assert binds and all({"ro", "nosuid", "nodev"} <= set(m["options"]) for m in binds)
+    assert mounts[MOUNT_DIR]["source"] == str(tmp_path / "files")
+    assert not any(m["destination"].startswith(("/root", "/home", "/var", "/run")) for m in binds)
+
+
+def test_the_sandbox_has_its_own_namespaces_and_cgroup(tmp_path: Path) -> None:
+    linux = _config(tmp_path)["linux"]
+    assert {n["type"] for n in linux["namespaces"]} == {"pid", "network", "ipc", "uts", "mount"}
+    assert linux["cgroupsPath"] == "/sandq/sq-unit"
