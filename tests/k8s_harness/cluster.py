@@ -13,7 +13,8 @@ the Job (``FailJob``: ``FailureTarget``, then ``Failed``) or its index (``FailIn
 collector the same way, and their finalizers removed.
 
 ``deny_pods`` makes the pod creations of the Jobs it names fail (``quota``: 403 exceeded quota;
-``webhook``: an admission webhook's denial); the controller retries every ``pod_create_retry``
+``webhook``: an admission webhook's denial; ``runtimeclass``: the RuntimeClass admission plugin's
+403 for a missing RuntimeClass); the controller retries every ``pod_create_retry``
 seconds, and the Job runs without pods into its deadline. Indexed Jobs (``completionMode:
 Indexed``) get one pod per index, at most ``parallelism`` at once, each with
 ``JOB_COMPLETION_INDEX`` and the completion-index annotation and label.
@@ -43,6 +44,7 @@ DENIALS = {
     "quota": 'pods "{pod}" is forbidden: exceeded quota: sandboxes, requested: pods=1, used: pods=64, '
              "limited: pods=64",
     "webhook": 'admission webhook "policy.example.com" denied the request: pods "{pod}" is not allowed',
+    "runtimeclass": 'pods "{pod}" is forbidden: pod rejected: RuntimeClass "gvisor" not found',
 }
 
 
@@ -86,7 +88,7 @@ class Cluster:
         # the control plane
         self.eviction_backoff = 10.0
         self.deny_pods: dict[str, str] = {}
-        """Pod creation refused, by Job name: ``quota`` or ``webhook``."""
+        """Pod creation refused, by Job name: ``quota``, ``webhook`` or ``runtimeclass``."""
         self.pod_create_retry = 1.0
         self.schedule_delay = 0.0
         """Seconds a pod stays Pending, with no condition, before it is scheduled (inf: never)."""

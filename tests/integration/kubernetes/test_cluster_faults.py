@@ -140,12 +140,13 @@ def test_start_up_and_a_replaced_pod_do_not_eat_the_code_s_time(env: Env) -> Non
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_pods_refused_at_creation_are_a_retried_fault(env: Env) -> None:
-    """A ResourceQuota (403 exceeded quota) or an admission webhook refuses every pod of a Job.
+    """A ResourceQuota (403 exceeded quota), an admission webhook, or the RuntimeClass admission
+    (a missing RuntimeClass) refuses every pod of a Job.
 
     Expected: InfrastructureFault (the worker retries it; README's infrastructure_error after the
     retries): no code ran. Once the cluster admits pods again, the retry runs the code once.
     """
-    denials = {"quota": "exceeded quota", "webhook": "denied the request"}
+    denials = {"quota": "exceeded quota", "webhook": "denied the request", "runtimeclass": "RuntimeClass"}
     env.cluster.deny_pods = {object_name(name): name for name in denials}
     request = ExecutionRequest(code="print('ran')")
     quick = {"unschedulable_timeout_seconds": 1, "eviction_backoff_seconds": 0}
@@ -158,7 +159,7 @@ def test_pods_refused_at_creation_are_a_retried_fault(env: Env) -> None:
     env.cluster.deny_pods.clear()
     retried = _run_all(env, {name: (request, {}) for name in denials})  # the worker's retries
     assert all(r.status is Status.SUCCEEDED and r.stdout == "ran\n" for r in retried.values()), retried
-    assert env.cluster.pods_started == 2
+    assert env.cluster.pods_started == len(denials)
 
 
 @pytest.mark.slow
