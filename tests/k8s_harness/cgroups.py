@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -52,19 +53,23 @@ class MemoryCgroup:
             return False
 
     def remove(self) -> None:
-        """Close the eventfd and remove this cgroup from every controller (runsc leaves it)."""
+        """Close the eventfd and remove this cgroup from every controller (runsc leaves it); one try,
+        on the stand-in's loop: what is still busy goes with the cluster's root."""
         os.close(self.eventfd)
-        remove_tree(self.relative)
+        remove_tree(self.relative, attempts=1)
 
 
-def remove_tree(relative: str) -> None:
-    """Remove the cgroup ``relative`` and the cgroups below it, in every controller."""
-    for controller in CGROUP_FS.iterdir():
-        top = controller / relative
-        if not top.is_dir():
-            continue
-        for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+def remove_tree(relative: str, attempts: int = 50) -> None:
+    """Remove the cgroup ``relative`` and the cgroups below it, in every controller (retrying while
+    the last processes of a sandbox leave them)."""
+    for _ in range(attempts):
+        left = [c / relative for c in CGROUP_FS.iterdir() if (c / relative).is_dir()]
+        for top in left:
+            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
             with contextlib.suppress(OSError):
-                directory.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
+                top.rmdir()
+        if not any(top.is_dir() for top in left):
+            return
+        time.sleep(0.1)

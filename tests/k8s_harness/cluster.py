@@ -164,8 +164,16 @@ class Cluster:
             pod.deleting.set()
 
     def close(self) -> None:
-        for task in list(self.tasks):
-            self.running.loop.call_soon_threadsafe(task.cancel)
+        """Stop every controller and kubelet task (each removes its sandbox and cgroup), then sweep."""
+        async def cancel() -> None:
+            tasks = list(self.tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=20)
+
+        with contextlib.suppress(Exception):
+            self.running.run(cancel(), timeout=30)
         self.node.sweep()  # nothing may outlive the cluster
         remove_tree(self.node.cgroup_root)
         self.executor.shutdown(wait=False, cancel_futures=True)

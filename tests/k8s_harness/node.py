@@ -33,6 +33,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import selectors
 import shutil
 import subprocess
@@ -107,7 +108,7 @@ class Node:
         self.bundles = cluster.workdir / "bundles"
         self.root.mkdir(parents=True, exist_ok=True)
         self.bundles.mkdir(parents=True, exist_ok=True)
-        self.cgroup_root = f"sandq-standin-{os.getpid()}-{cluster.workdir.name}"
+        self.cgroup_root = f"sandq-standin-{os.getpid()}-{secrets.token_hex(4)}"
 
     # -- the pod's life ------------------------------------------------------------------------
 
