@@ -77,7 +77,7 @@ def _sandq_indexed(running: Any, kubeconfig: Path, workdir: Path, executions: in
     reports: dict[str, SandboxReport] = {}
     try:
         items = [(f"batch-{i}", ExecutionRequest(code=CODE)) for i in range(executions)]
-        backend.run_indexed(items, reports.__setitem__)
+        backend.run_batch(items, reports.__setitem__)
     finally:
         backend.close()
     calls = running.api.calls[first:]
@@ -101,8 +101,8 @@ def _gke(running: Any, kubeconfig: Path, executions: int) -> dict[str, Any]:
     for _ in range(executions):
         result = executor._execute_as_job(CODE, SimpleNamespace(invocation_id="bench"))
         outputs.append(result.stdout)
-        # Its Jobs live on until ttlSecondsAfterFinished; the stand-in ignores its field
-        # selector, so stand in for the TTL controller now (uncounted) to keep runs apart.
+        # Its Jobs live on until ttlSecondsAfterFinished: stand in for the TTL controller now
+        # (uncounted) to keep runs apart.
         for job in running.api.items(JOBS):
             running.run(running.api.remove(JOBS, NAMESPACE, job["metadata"]["name"]))
             running.run(running.api.collect_garbage(NAMESPACE, job["metadata"]["uid"]))

@@ -31,6 +31,14 @@ MAX_CODE_BYTES = 512 * 1024
 MAX_INPUT_FILES_BYTES = 768 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 MAX_TIMEOUT_SECONDS = 3600
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+"""What one Kubernetes ConfigMap holds: its data plus its decoded binaryData (the API server answers 422)."""
+SANDBOX_FILES_RESERVE = 64 * 1024
+"""Room kept in a sandbox's ConfigMap for sandq's own files: the runner (about 20 KiB) and its spec."""
+MAX_SANDBOX_PAYLOAD_BYTES = CONFIGMAP_MAX_BYTES - SANDBOX_FILES_RESERVE
+"""Most bytes the code and the input files may take together (one ConfigMap carries them to a pod)."""
+INPUT_FILE_OVERHEAD = 64
+"""Bytes an input file takes in the runner's spec beside its name (its key and the JSON around it)."""
 DEFAULT_TENANT = "default"
 """The tenant of a request that names none (its queue is the base queue)."""
 
@@ -152,6 +160,18 @@ class ExecutionRequest(BaseModel):
         if total > MAX_INPUT_FILES_BYTES:
             raise ValueError(f"input files total {total} bytes; the maximum is {MAX_INPUT_FILES_BYTES}")
         return files
+
+    @model_validator(mode="after")
+    def _fits_one_configmap(self) -> ExecutionRequest:
+        code = len(self.code.encode("utf-8"))
+        files = sum(len(f.content) + len(f.name.encode()) + INPUT_FILE_OVERHEAD for f in self.input_files)
+        if code + files > MAX_SANDBOX_PAYLOAD_BYTES:
+            raise ValueError(
+                f"input_files: with the code ({code} bytes) the input files and their names take "
+                f"{code + files} bytes; together they may take at most {MAX_SANDBOX_PAYLOAD_BYTES} "
+                "(one 1 MiB ConfigMap carries a sandbox's files)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _requests_within_limits(self) -> ExecutionRequest:

@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     kill_grace_seconds: float = Field(
         default=2.0,
         ge=0.1,
-        description="Kubernetes: seconds a Job gets past the deadline (its activeDeadlineSeconds).",
+        description="Kubernetes: seconds a pod gets past its timeout to report (in activeDeadlineSeconds).",
     )
     nofile_limit: int = Field(default=1024, ge=16, description="RLIMIT_NOFILE inside a sandbox.")
 
@@ -161,7 +161,39 @@ class Settings(BaseSettings):
         default=600, ge=0, description="ttlSecondsAfterFinished: a safety net, sandq deletes Jobs itself."
     )
     unschedulable_timeout_seconds: float = Field(
-        default=120, ge=1, description="How long a sandbox pod may stay unschedulable."
+        default=120,
+        ge=1,
+        description="How long a sandbox pod may stay unschedulable, or a Job go without any pod (a quota "
+        "or an admission webhook refusing it); then the execution is retried as an infrastructure fault.",
+    )
+    start_timeout_seconds: float = Field(
+        default=120,
+        ge=1,
+        description="How long a scheduled sandbox pod may take to start its code (image pull, volume "
+        "mounts, boot); part of its activeDeadlineSeconds.",
+    )
+    eviction_backoff_seconds: float = Field(
+        default=10,
+        ge=0,
+        description="The Job controller's wait before it replaces an evicted pod (10 s in Kubernetes); "
+        "a Job's deadline leaves room for one replacement.",
+    )
+    image_pull_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="How long the kubelet may keep retrying a failing image pull (ErrImagePull, "
+        "ImagePullBackOff) before sandq retries the execution as an infrastructure fault.",
+    )
+    container_log_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=256 * 1024,
+        description="The kubelet's containerLogMaxSize on sandbox nodes (10 MiB on GKE): a pod's report "
+        "is kept under it, so log rotation cannot cut it.",
+    )
+    tmp_medium: Literal["Memory", ""] = Field(
+        default="Memory",
+        description='Medium of a sandbox pod\'s /tmp emptyDir: "Memory" (a tmpfs of tmp_size, full at '
+        'its size, as a local sandbox\'s) or "" (node disk: the kubelet evicts a pod past tmp_size).',
     )
     api_qps: float = Field(default=20, gt=0, description="Kubernetes API calls per second per worker.")
     api_burst: int = Field(default=40, ge=1, description="Burst of Kubernetes API calls per worker.")

@@ -48,6 +48,7 @@ __all__ = [
     "job_document",
     "parse_frame",
     "read_report",
+    "report_budget",
     "report_marker",
     "runner_command",
     "runner_source",
@@ -149,6 +150,16 @@ def sandbox_files(request: ExecutionRequest, settings: Settings) -> dict[str, by
     return {RUNNER_FILE: _RUNNER_SOURCE, **execution_files(request, settings)}
 
 
+def report_budget(settings: Settings) -> int:
+    """Most bytes of a pod's report, well under the size at which the kubelet rotates its log.
+
+    ``GET pods/log`` returns only the current log file, so a report that straddled a rotation
+    would be lost; the runner leaves out what does not fit (flagged as truncated). The margin
+    covers the container runtime's prefix on each 16 KiB line chunk and stray output.
+    """
+    return settings.container_log_max_bytes * 15 // 16 - 64 * 1024
+
+
 def execution_files(
     request: ExecutionRequest, settings: Settings, index: int | None = None
 ) -> dict[str, bytes]:
@@ -158,6 +169,7 @@ def execution_files(
     code = f"main{suffix}.py"
     inputs = f"in{suffix}"
     spec = runner_spec(request, settings, code=code, inputs=inputs)
+    spec["max_report_bytes"] = report_budget(settings)
     files = {code: request.code.encode("utf-8"), f"spec{suffix}.json": json.dumps(spec).encode()}
     files.update({input_key(i, inputs): f.content for i, f in enumerate(request.input_files)})
     return files

@@ -243,10 +243,11 @@ def run_in_process(job: Job) -> NoReturn:
     os._exit(0)
 
 
-def _document(job: Job, status: str, exit_code: int) -> dict[str, Any]:
-    """The report: how the code ended, and the files it left in ``OUTPUTS``."""
+def _document(job: Job, status: str, exit_code: int, files_bytes: int | None = None) -> dict[str, Any]:
+    """The report: how the code ended, and the files it left in ``OUTPUTS`` (at most ``files_bytes``)."""
     spec = job.spec
-    files, files_cut = _collect_outputs(int(spec["max_output_files"]), int(spec["max_output_files_bytes"]))
+    most = int(spec["max_output_files_bytes"]) if files_bytes is None else files_bytes
+    files, files_cut = _collect_outputs(int(spec["max_output_files"]), most)
     return {
         "status": status,
         "exit_code": exit_code,
@@ -471,8 +472,40 @@ def _collect_outputs(max_files: int, max_bytes: int) -> tuple[list[dict[str, str
     return files, truncated
 
 
+REPORT_SLACK = 64 * 1024
+"""Bytes of a pod's report budget kept for its JSON beside the base64 of streams and files."""
+FILE_SLACK = 2 * 1024
+"""Bytes kept per output file for its name and MIME type in the report."""
+
+
+def _raw_room(job: Job) -> int | None:
+    """Raw bytes of streams and files whose base64 fits the report budget (``max_report_bytes``), if any."""
+    budget = job.spec.get("max_report_bytes")
+    if budget is None:
+        return None
+    spare = int(budget) - REPORT_SLACK - FILE_SLACK * int(job.spec["max_output_files"])
+    return max(spare, 0) * 3 // 4
+
+
+def _fit(stdout: Capped, stderr: Capped, room: int) -> int:
+    """Cut the streams so that together they take at most ``room`` bytes (stderr keeps at least half
+    of it if it needs it); return what is left for output files."""
+    if len(stdout.data) + len(stderr.data) > room:
+        keep_err = min(len(stderr.data), max(room // 2, room - len(stdout.data)))
+        for stream, keep in ((stderr, keep_err), (stdout, room - keep_err)):
+            if len(stream.data) > keep:
+                del stream.data[keep:]
+                stream.truncated = True
+    return room - len(stdout.data) - len(stderr.data)
+
+
 def run_forked(job: Job) -> dict[str, Any]:
-    """Run ``job`` as a child process (a pod), capturing its streams; return the report document."""
+    """Run ``job`` as a child process (a pod), capturing its streams; return the report document.
+
+    A pod's report goes through its log, which the kubelet rotates at a size
+    (``max_report_bytes`` stays under it): what does not fit is left out and flagged as
+    truncated, output files first, then the streams.
+    """
     _stage_inputs(job.inputs)
     deadline = Deadline(float(job.spec["timeout_seconds"]))
     oom_before = _oom_kills()
@@ -494,7 +527,11 @@ def run_forked(job: Job) -> dict[str, Any]:
         status = "oom_killed"
     else:
         status = "succeeded" if code == 0 else "failed"
-    document = _document(job, status, 128 - code if code < 0 else code)
+    room = _raw_room(job)
+    files_bytes = None
+    if room is not None:
+        files_bytes = min(_fit(stdout, stderr, room), int(job.spec["max_output_files_bytes"]))
+    document = _document(job, status, 128 - code if code < 0 else code, files_bytes)
     document.update(
         stdout=_b64(bytes(stdout.data)),
         stderr=_b64(bytes(stderr.data)),

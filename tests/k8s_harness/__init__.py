@@ -1,9 +1,11 @@
-"""The missing parts of a cluster, on top of kmock's KubernetesEmulator.
+"""The missing parts of a cluster, on top of kmock's KubernetesEmulator, behaving like Kubernetes 1.31+.
 
-``standin``: the API server stand-in (uids, resourceVersions, garbage
-collection, pod logs, request counting, fault injection) run in a thread.
-``cluster``: a Job controller and kubelet that run each pod's container
-command in the local gVisor sandbox (runsc).
+``standin``: the API server stand-in (uids, resourceVersions, watches from a resourceVersion
+with 410 Gone, bookmarks, timeouts and selectors (``watches``), finalizers, garbage collection,
+the ConfigMap size limit, pod logs with rotation, request counting, fault injection) run in a
+thread. ``cluster``: a Job controller; ``node``: a kubelet that runs each pod's container
+command in the local gVisor sandbox (runsc), with a memory cgroup that tells OOM kills apart
+(``cgroups``). ``env``: one of each for a test, and sandq settings pointing at it.
 """
 
 from tests.k8s_harness.standin import Call, FaultRule, RunningStandIn, StandIn

@@ -1,85 +1,137 @@
-"""A Job controller and a kubelet for the stand-in: every pod really runs in runsc.
+"""A Job controller for the stand-in, as Kubernetes 1.31+ runs one, over a node whose kubelet
+runs every pod in runsc (``node``).
 
-Each created Job gets a Pod; the pod waits in ContainerCreating until the
-ConfigMaps it mounts exist, then its container command runs in a gVisor
-sandbox with the ConfigMap files bind-mounted read-only where the pod mounts
-them, the emptyDirs as size-limited tmpfs, the container's uid, memory and
-cpu limits and read-only root. activeDeadlineSeconds is enforced from the
-Job's start. Pod and Job status follow (Complete, Failed, OOMKilled,
-DeadlineExceeded, DisruptionTarget), and the logs are served.
+Each created Job gets pods carrying the ``batch.kubernetes.io/job-tracking`` finalizer, which
+the controller removes once it has counted a pod's end. Its ``podFailurePolicy`` as sandq sets
+it: a pod with ``DisruptionTarget`` (an eviction) is ignored and replaced after
+``eviction_backoff`` (10 s, the controller's pod-failure backoff); any other failed pod fails
+the Job (``FailJob``: ``FailureTarget``, then ``Failed``) or its index (``FailIndex``). At
+``activeDeadlineSeconds`` from the Job's start the controller sets ``FailureTarget``
+(``DeadlineExceeded``), deletes the Job's pods (they keep their finalizer and get a
+``deletionTimestamp``; the kubelet stops them, ``Error``/137, no pod reason), and sets
+``Failed`` only once every pod has ended. A deleted Job's pods are deleted by the garbage
+collector the same way, and their finalizers removed.
 
-Faults: ``evict`` (the next N running pods are evicted; the Job's
-podFailurePolicy ignores that and makes a new pod), ``bad_images`` (image
-pull fails: ErrImagePull then ImagePullBackOff), ``node_labels`` (a pod whose
-nodeSelector they do not satisfy stays Unschedulable).
-
-Indexed Jobs (``completionMode: Indexed``) get one pod per index, at most
-``parallelism`` at once, each with ``JOB_COMPLETION_INDEX`` and the
-completion-index annotation and label; the Job completes when every index
-has (``backoffLimitPerIndex: 0``: a failed index is not retried).
-
-``hold = True`` starts no sandbox at all: pods stay Running until
-``release()`` (or their deadline, or deletion), then succeed printing
-``HELD_OUTPUT``, so hundreds of executions can be in flight at no cost.
+``deny_pods`` makes the pod creations of the Jobs it names fail (``quota``: 403 exceeded quota;
+``webhook``: an admission webhook's denial; ``runtimeclass``: the RuntimeClass admission plugin's
+403 for a missing RuntimeClass); the controller retries every ``pod_create_retry``
+seconds, and the Job runs without pods into its deadline. Indexed Jobs (``completionMode:
+Indexed``) get one pod per index, at most ``parallelism`` at once, each with
+``JOB_COMPLETION_INDEX`` and the completion-index annotation and label.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import json
 import secrets
 import shutil
-import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
+from tests.k8s_harness.cgroups import remove_tree
+from tests.k8s_harness.node import HELD_OUTPUT, Node, PodRun, held_log
+from tests.k8s_harness.standin import JOBS, PODS, RunningStandIn, _now
 
-from sandq.contract import ExecutionRequest
-from sandq.sandbox.gvisor.bundle import oci_config
-from sandq.sandbox.runner import FRAME_BEGIN, FRAME_END
-from sandq.settings import Settings
-from tests.k8s_harness.standin import CONFIGMAPS, JOBS, PODS, RunningStandIn, _now
+__all__ = ["FINALIZER", "HELD_OUTPUT", "Cluster", "held_log"]
 
-KILLED = 137
-_PATH = "PATH=/usr/local/bin:/usr/bin:/bin"
+FINALIZER = "batch.kubernetes.io/job-tracking"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
-HELD_OUTPUT = "held\n"
+DENIALS = {
+    "quota": 'pods "{pod}" is forbidden: exceeded quota: sandboxes, requested: pods=1, used: pods=64, '
+             "limited: pods=64",
+    "webhook": 'admission webhook "policy.example.com" denied the request: pods "{pod}" is not allowed',
+    "runtimeclass": 'pods "{pod}" is forbidden: pod rejected: RuntimeClass "gvisor" not found',
+}
 
 
-def held_log() -> bytes:
-    """The log of a held pod: the runner's frame of a success printing ``HELD_OUTPUT``."""
-    doc = {"status": "succeeded", "exit_code": 0, "stdout": base64.b64encode(HELD_OUTPUT.encode()).decode(),
-           "stderr": "", "output_files": []}
-    return (FRAME_BEGIN + json.dumps(doc) + FRAME_END).encode()
+@dataclass
+class JobRun:
+    """A Job the controller runs: its pods in progress, and whether (and why) it stops."""
+
+    ns: str
+    manifest: dict[str, Any]
+    pods: dict[str, PodRun] = field(default_factory=dict)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    why: str = ""
+    """``deadline``, ``failed`` (FailJob) or ``deleted``."""
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.manifest["metadata"]["uid"])
+
+    def stop(self, why: str) -> bool:
+        """Stop making pods, for ``why``; False if it was stopping already."""
+        if self.stopping.is_set():
+            return False
+        self.why = why
+        self.stopping.set()
+        return True
 
 
 class Cluster:
-    """Job controller + kubelet + node, attached to a running stand-in."""
+    """Job controller + node, attached to a running stand-in. Its attributes are the knobs."""
 
     def __init__(self, running: RunningStandIn, workdir: Path, runsc: str = "runsc") -> None:
         self.running = running
         self.api = running.api
         self.workdir = workdir
         self.runsc = runsc
-        self.root = workdir / "runsc-root"
-        self.bundles = workdir / "bundles"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.bundles.mkdir(parents=True, exist_ok=True)
         self.executor = ThreadPoolExecutor(max_workers=24, thread_name_prefix="kubelet")
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.deleted: dict[str, asyncio.Event] = {}
-        self.evict = 0
-        self.bad_images: set[str] = set()
+        # the control plane
+        self.eviction_backoff = 10.0
+        self.deny_pods: dict[str, str] = {}
+        """Pod creation refused, by Job name: ``quota``, ``webhook`` or ``runtimeclass``."""
+        self.pod_create_retry = 1.0
+        self.schedule_delay = 0.0
+        """Seconds a pod stays Pending, with no condition, before it is scheduled (inf: never)."""
         self.node_labels: dict[str, str] = {"sandbox.gke.io/runtime": "gvisor"}
-        self.pods_started = 0
+        # the node
+        self.start_latency = 0.0
+        self.mount_backoff = 0.5
+        self.mount_backoff_max = 122.0
+        """The kubelet retries a missing ConfigMap after 0.5 s, doubling up to 2 min 2 s."""
+        self.image_backoff = 10.0
+        self.bad_images: set[str] = set()
+        self.flaky_images: dict[str, int] = {}
+        self.evict = 0
+        """Evict the next N running pods through the API (DisruptionTarget), 0.3 s in."""
+        self.lose: set[str] = set()
+        """The runtime loses the containers of these Jobs' pods, 0.3 s in."""
+        self.oom_report = "OOMKilled"
+        self.oom_reports: dict[str, str] = {}
+        """How an OOM kill is reported, by Job name: ``OOMKilled``, ``Error128`` or ``Error``."""
+        self.housekeeping_seconds = 10.0
+        self.log_rotate_bytes = 10 * 1024 * 1024
+        self.log_check_seconds = 10.0
         self.hold = False
+        # what happened
+        self.pods_created = 0
+        self.pods_started = 0
         self.held = 0
+        self.pod_create_errors: list[str] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.jobs: dict[str, JobRun] = {}
+        self.pods: dict[tuple[str, str], PodRun] = {}
         self._released: asyncio.Event | None = None
+        self.node = Node(self)
         self.api.hooks.append(self._on_api_write)
+        self.api.deleting.append(self._on_deleting)
+
+    # -- held pods ---------------------------------------------------------------------------
+
+    def released(self) -> asyncio.Event:
+        """The event that ends the pods held now (made on first use, on the loop)."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        return self._released
 
     def release(self) -> None:
         """End every held pod (successfully); later pods are held again only if ``hold`` stays True."""
@@ -89,354 +141,158 @@ class Cluster:
             self._released = None
         self.running.loop.call_soon_threadsafe(_set)
 
-    # -- events from the API ---------------------------------------------------------------
+    # -- events from the API -------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _on_api_write(self, verb: str, resource: str, ns: str, obj: dict[str, Any]) -> None:
         if resource != "jobs" or not obj:
             return
         uid = obj["metadata"]["uid"]
         if verb == "create":
-            self.deleted[uid] = asyncio.Event()
-            self.tasks[uid] = asyncio.get_running_loop().create_task(self._run_job(ns, obj))
-        elif verb == "delete" and uid in self.deleted:
-            self.deleted[uid].set()
+            run = self.jobs[uid] = JobRun(ns, obj)
+            self._spawn(self._control(run))
+        elif verb == "delete" and uid in self.jobs:
+            self.jobs[uid].stop("deleted")
+
+    def _on_deleting(self, res: Any, ns: str, name: str) -> None:
+        pod = self.pods.get((ns, name)) if res == PODS else None
+        if pod is not None:
+            pod.deleting.set()
 
     def close(self) -> None:
-        for task in list(self.tasks.values()):
-            self.running.loop.call_soon_threadsafe(task.cancel)
-        listed = subprocess.run([self.runsc, "--root", str(self.root), "list", "-q"], capture_output=True,
-                                check=False, text=True).stdout.split()
-        for name in listed:  # nothing may outlive the cluster
-            self._kill(name)
-            self._delete(name)
+        """Stop every controller and kubelet task (each removes its sandbox and cgroup), then sweep."""
+        async def cancel() -> None:
+            tasks = list(self.tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=20)
+
+        with contextlib.suppress(Exception):
+            self.running.run(cancel(), timeout=30)
+        self.node.sweep()  # nothing may outlive the cluster
+        remove_tree(self.node.cgroup_root)
         self.executor.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- the Job controller --------------------------------------------------------------------
 
-    async def _run_job(self, ns: str, job: dict[str, Any]) -> None:
-        try:
-            await self._control_job(ns, job)
-        finally:
-            self.tasks.pop(job["metadata"]["uid"], None)
-
-    async def _control_job(self, ns: str, job: dict[str, Any]) -> None:
-        name = job["metadata"]["name"]
-        spec = job["spec"]
-        start = time.monotonic()
-        deadline = start + spec["activeDeadlineSeconds"] if spec.get("activeDeadlineSeconds") else None
-        if spec.get("completionMode") == "Indexed":
-            await self._control_indexed(ns, job, deadline)
-            return
-        await self.api.patch(JOBS, ns, name, {"status": {"startTime": _now(), "active": 1}})
-        while True:
-            outcome = await self._run_pod(ns, job, deadline)
-            if outcome == "deleted":
-                return
-            if outcome != "evicted":  # podFailurePolicy: DisruptionTarget -> Ignore, make a new pod
-                break
-        if outcome == "succeeded":
-            status = {"succeeded": 1, "active": 0, "completionTime": _now(), "conditions": [
-                _cond("SuccessCriteriaMet", "CompletionsReached"), _cond("Complete", "CompletionsReached")]}
-        elif outcome == "deadline":
-            status = {"failed": 1, "active": 0, "conditions": [
-                _cond("FailureTarget", "DeadlineExceeded"), _cond("Failed", "DeadlineExceeded")]}
-        else:
-            status = {"failed": 1, "active": 0, "conditions": [
-                _cond("FailureTarget", "PodFailurePolicy"), _cond("Failed", "PodFailurePolicy")]}
-        await self.api.patch(JOBS, ns, name, {"status": status})
-
-    async def _control_indexed(self, ns: str, job: dict[str, Any], deadline: float | None) -> None:
-        """One pod per index, ``parallelism`` at once; status counts and lists indexes as they end."""
-        name = job["metadata"]["name"]
-        spec = job["spec"]
+    async def _control(self, run: JobRun) -> None:
+        spec = run.manifest["spec"]
+        await self.api.patch(JOBS, run.ns, run.name, {"status": {"startTime": _now(), "active": 1}})
+        deadline = spec.get("activeDeadlineSeconds")
+        timer = asyncio.get_running_loop().create_task(self._deadline(run, deadline)) if deadline else None
+        indexed = spec.get("completionMode") == "Indexed"
         gate = asyncio.Semaphore(spec.get("parallelism") or 1)
         done: dict[str, set[int]] = {"succeeded": set(), "failed": set()}
+        indexes: list[int | None] = list(range(spec["completions"])) if indexed else [None]
+        try:
+            outcomes = await asyncio.gather(*(self._index(run, i, gate, done) for i in indexes))
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if run.why == "deleted":
+            return
+        if run.why == "deadline":
+            await self._condition(run, "Failed", "DeadlineExceeded")
+        elif "failed" in outcomes:
+            reason = "FailedIndexes" if indexed else "PodFailurePolicy"
+            if run.stop("failed"):
+                await self._condition(run, "FailureTarget", reason)
+            await self._condition(run, "Failed", reason)
+        else:
+            await self._condition(run, "SuccessCriteriaMet", "CompletionsReached")
+            await self._condition(run, "Complete", "CompletionsReached")
+        await self.api.patch(JOBS, run.ns, run.name, {"status": {
+            "active": 0, "succeeded": outcomes.count("succeeded"), "failed": outcomes.count("failed"),
+            **({"completionTime": _now()} if "failed" not in outcomes and not run.why else {})}})
 
-        async def one(index: int) -> str:
-            async with gate:
-                outcome = "deadline"
-                while deadline is None or time.monotonic() < deadline:
-                    outcome = await self._run_pod(ns, job, deadline, index)
-                    if outcome != "evicted":
-                        break
-                if outcome != "deleted":
-                    done["succeeded" if outcome == "succeeded" else "failed"].add(index)
-                    await self.api.patch(JOBS, ns, name, {"status": {
-                        "succeeded": len(done["succeeded"]), "failed": len(done["failed"]),
+    async def _deadline(self, run: JobRun, seconds: float) -> None:
+        """At the deadline: FailureTarget, then every pod of the Job deleted (Failed comes at the end)."""
+        await asyncio.sleep(seconds)
+        if run.stop("deadline"):
+            await self._condition(run, "FailureTarget", "DeadlineExceeded")
+            for pod in list(run.pods.values()):
+                await self.api.delete(PODS, run.ns, pod.name)
+
+    async def _index(self, run: JobRun, index: int | None, gate: asyncio.Semaphore,
+                     done: dict[str, set[int]]) -> str:
+        """Run one index (or the one pod of a Job) to its end: replace evicted pods, count the end."""
+        async with gate:
+            while not run.stopping.is_set():
+                pod = await self._create_pod(run, index)
+                if pod is None:
+                    break
+                outcome = await pod.outcome
+                run.pods.pop(pod.name, None)
+                await self.api.finalize(PODS, run.ns, pod.name, FINALIZER)
+                if outcome == "disrupted":  # podFailurePolicy: DisruptionTarget -> Ignore, a new pod later
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(run.stopping.wait(), self.eviction_backoff)
+                    continue
+                if run.stopping.is_set() and run.why != "failed":
+                    break  # stopped by the deadline or deleted with its Job: not counted
+                if index is not None:  # FailIndex: the other indexes go on
+                    done[outcome].add(index)
+                    await self.api.patch(JOBS, run.ns, run.name, {"status": {
                         "completedIndexes": _ranges(done["succeeded"]),
                         "failedIndexes": _ranges(done["failed"])}})
+                elif outcome == "failed" and run.stop("failed"):  # FailJob
+                    await self._condition(run, "FailureTarget", "PodFailurePolicy")
                 return outcome
+        return "stopped"
 
-        await self.api.patch(JOBS, ns, name, {"status": {"startTime": _now(), "active": 1}})
-        outcomes = await asyncio.gather(*(one(i) for i in range(spec["completions"])))
-        if "deleted" in outcomes:
-            return
-        if "deadline" in outcomes:
-            conditions = [_cond("FailureTarget", "DeadlineExceeded"), _cond("Failed", "DeadlineExceeded")]
-        elif done["failed"]:
-            conditions = [_cond("FailureTarget", "FailedIndexes"), _cond("Failed", "FailedIndexes")]
-        else:
-            conditions = [_cond("SuccessCriteriaMet", "CompletionsReached"),
-                          _cond("Complete", "CompletionsReached")]
-        await self.api.patch(JOBS, ns, name, {"status": {"active": 0, "conditions": conditions}})
-
-    # -- the kubelet ---------------------------------------------------------------------------
-
-    async def _run_pod(self, ns: str, job: dict[str, Any], deadline: float | None,
-                       index: int | None = None) -> str:
-        template = job["spec"]["template"]
-        job_name = job["metadata"]["name"]
-        pod_name = f"{job_name[:56]}-{secrets.token_hex(3)[:5]}"
-        uid = job["metadata"]["uid"]
+    async def _create_pod(self, run: JobRun, index: int | None) -> PodRun | None:
+        """Create the next pod of ``index`` (retrying while creation is denied); None once stopping."""
+        while True:
+            if run.stopping.is_set():
+                return None
+            name = f"{run.name[:48]}-{index}-{secrets.token_hex(3)[:5]}" if index is not None else \
+                f"{run.name[:56]}-{secrets.token_hex(3)[:5]}"
+            denial = self.deny_pods.get(run.name)
+            if denial is None:
+                break
+            self.pod_create_errors.append(DENIALS[denial].format(pod=name))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.stopping.wait(), self.pod_create_retry)
+        template = run.manifest["spec"]["template"]
         labels = {**template.get("metadata", {}).get("labels", {}),
-                  "batch.kubernetes.io/job-name": job_name, "job-name": job_name,
-                  "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid}
+                  "batch.kubernetes.io/job-name": run.name, "job-name": run.name,
+                  "batch.kubernetes.io/controller-uid": run.uid, "controller-uid": run.uid}
         annotations = dict(template.get("metadata", {}).get("annotations") or {})
         spec = json.loads(json.dumps(template["spec"]))
-        container = spec["containers"][0]
         if index is not None:  # what the Job controller adds to the pods of an Indexed Job
-            pod_name = f"{job_name[:48]}-{index}-{secrets.token_hex(3)[:5]}"
             labels[INDEX_KEY] = annotations[INDEX_KEY] = str(index)
             for each in spec["containers"]:
                 each.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
-        await self.api.put(PODS, ns, {
+        await self.api.put(PODS, run.ns, {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "labels": labels, "annotations": annotations, "ownerReferences": [
-                {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": uid,
-                 "controller": True, "blockOwnerDeletion": True}]},
+            "metadata": {
+                "name": name, "labels": labels, "annotations": annotations, "finalizers": [FINALIZER],
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": run.name,
+                                     "uid": run.uid, "controller": True, "blockOwnerDeletion": True}]},
             "spec": spec,
             "status": {"phase": "Pending", "conditions": []},
         })
-        selector = spec.get("nodeSelector") or {}
-        if any(self.node_labels.get(k) != v for k, v in selector.items()):
-            await self._status(ns, pod_name, container, conditions=[
-                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                 "message": "0/1 nodes are available: node(s) didn't match Pod's node affinity/selector.",
-                 "lastTransitionTime": _now()}])
-            return await self._until_deadline(ns, pod_name, container, deadline, self.deleted[uid])
-        scheduled = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()}]
-        await self._status(ns, pod_name, container, conditions=scheduled,
-                           state={"waiting": {"reason": "ContainerCreating"}})
-        if container.get("image") in self.bad_images:
-            await self._status(ns, pod_name, container, state={"waiting": {
-                "reason": "ErrImagePull",
-                "message": f"failed to pull image {container['image']!r}: not found"}})
-            await asyncio.sleep(0.3)
-            await self._status(ns, pod_name, container, state={"waiting": {
-                "reason": "ImagePullBackOff", "message": f"Back-off pulling image {container['image']!r}"}})
-            return await self._until_deadline(ns, pod_name, container, deadline, self.deleted[uid])
-        volumes = await self._mount(ns, spec, pod_name, deadline, self.deleted[uid])
-        if volumes is None:
-            if self.deleted[uid].is_set():
-                return "deleted"
-            return await self._until_deadline(ns, pod_name, container, deadline, self.deleted[uid])
-        return await self._start(ns, pod_name, spec, volumes, deadline, self.deleted[uid])
+        self.pods_created += 1
+        pod = run.pods[name] = self.pods[(run.ns, name)] = PodRun(run.ns, name, run.name, spec)
+        self._spawn(self.node.run(pod))
+        if run.stopping.is_set():  # stopped while it was being made: it goes at once
+            await self.api.delete(PODS, run.ns, name)
+        return pod
 
-    async def _until_deadline(
-        self, ns: str, pod: str, container: dict[str, Any], deadline: float | None, deleted: asyncio.Event
-    ) -> str:
-        while deadline is None or time.monotonic() < deadline:
-            if deleted.is_set():
-                return "deleted"
-            await asyncio.sleep(0.1)
-        await self._status(ns, pod, container, phase="Failed", reason="DeadlineExceeded")
-        return "deadline"
-
-    async def _mount(
-        self, ns: str, spec: dict[str, Any], pod: str, deadline: float | None, deleted: asyncio.Event
-    ) -> dict[str, Path] | None:
-        """Wait for every ConfigMap volume (ContainerCreating), then write its files."""
-        bundle = self.bundles / pod
-        paths: dict[str, Path] = {}
-        for volume in spec.get("volumes") or []:
-            if "configMap" not in volume:
-                continue
-            cm_name = volume["configMap"]["name"]
-            while (cm := self.api.get(CONFIGMAPS, ns, cm_name)) is None:
-                if (deadline is not None and time.monotonic() >= deadline) or deleted.is_set():
-                    return None
-                await asyncio.sleep(0.05)
-            target = bundle / "volumes" / volume["name"]
-            target.mkdir(parents=True, exist_ok=True)
-            for key, text in (cm.get("data") or {}).items():
-                (target / key).write_text(text)
-            for key, b64 in (cm.get("binaryData") or {}).items():
-                (target / key).write_bytes(base64.b64decode(b64))
-            for child in target.iterdir():
-                child.chmod(volume["configMap"].get("defaultMode", 0o644))
-            paths[volume["name"]] = target
-        return paths
-
-    async def _start(self, ns: str, pod: str, spec: dict[str, Any], volumes: dict[str, Path],
-                     deadline: float | None, deleted: asyncio.Event) -> str:
-        container = spec["containers"][0]
-        if self.hold:
-            return await self._hold(ns, pod, container, deadline, deleted)
-        bundle = self.bundles / pod
-        (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(self._oci(spec, volumes, pod)))
-        await self._status(ns, pod, container, phase="Running",
-                           state={"running": {"startedAt": _now()}})
-        self.pods_started += 1
-        loop = asyncio.get_running_loop()
-        evict = self.evict > 0
-        if evict:
-            self.evict -= 1
-        proc = subprocess.Popen(
-            [self.runsc, "--root", str(self.root), "--network=none", "run", "--bundle", str(bundle), pod],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        waiter = loop.run_in_executor(self.executor, proc.communicate)
-        why = ""
-        limit = None if deadline is None else max(deadline - time.monotonic(), 0)
-        if evict:
-            limit = 0.3 if limit is None else min(limit, 0.3)
-        gone = loop.create_task(deleted.wait())
-        try:
-            await asyncio.wait({waiter, gone}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-            if not waiter.done():  # deadline, eviction, or the Job was deleted: stop the container
-                why = "deleted" if deleted.is_set() else "evicted" if evict else "deadline"
-                await self._stop(pod, proc, waiter)
-            out, err = waiter.result()
-        finally:
-            gone.cancel()
-            await loop.run_in_executor(self.executor, self._delete, pod)
-        if why == "deleted":
-            return "deleted"
-        self.api.logs[(ns, pod)] = out + err
-        code = proc.returncode
-        if why == "evicted":
-            await self._status(ns, pod, container, phase="Failed", reason="Evicted", exit_code=KILLED,
-                               term_reason="Error", conditions=[{
-                                   "type": "DisruptionTarget", "status": "True",
-                                   "reason": "EvictionByEvictionAPI",
-                                   "message": "Eviction API: evicting", "lastTransitionTime": _now()}])
-            return "evicted"
-        if why == "deadline":
-            await self._status(ns, pod, container, phase="Failed", reason="DeadlineExceeded",
-                               exit_code=KILLED, term_reason="Error")
-            return "deadline"
-        if code == 0:
-            await self._status(ns, pod, container, phase="Succeeded", exit_code=0, term_reason="Completed")
-            return "succeeded"
-        # Exit 137 that we did not cause is the memory cgroup's kill (what the runtime reports as OOMKilled).
-        await self._status(ns, pod, container, phase="Failed", exit_code=code,
-                           term_reason="OOMKilled" if code == KILLED else "Error")
-        return "failed"
-
-    async def _hold(self, ns: str, pod: str, container: dict[str, Any], deadline: float | None,
-                    deleted: asyncio.Event) -> str:
-        """Keep the pod Running, with no sandbox, until released, deleted or past its deadline."""
-        if self._released is None:
-            self._released = asyncio.Event()
-        released = self._released
-        await self._status(ns, pod, container, phase="Running", state={"running": {"startedAt": _now()}})
-        self.pods_started += 1
-        self.held += 1
-        waits = {asyncio.ensure_future(released.wait()), asyncio.ensure_future(deleted.wait())}
-        limit = None if deadline is None else max(deadline - time.monotonic(), 0)
-        try:
-            await asyncio.wait(waits, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self.held -= 1
-            for waiting in waits:
-                waiting.cancel()
-        shutil.rmtree(self.bundles / pod, ignore_errors=True)
-        if deleted.is_set():
-            return "deleted"
-        if not released.is_set():
-            await self._status(ns, pod, container, phase="Failed", reason="DeadlineExceeded",
-                               exit_code=KILLED, term_reason="Error")
-            return "deadline"
-        self.api.logs[(ns, pod)] = held_log()
-        await self._status(ns, pod, container, phase="Succeeded", exit_code=0, term_reason="Completed")
-        return "succeeded"
-
-    async def _stop(self, pod: str, proc: subprocess.Popen[bytes], waiter: Any) -> tuple[bytes, bytes]:
-        """Kill the container until it is gone (it may not be registered with runsc yet)."""
-        loop = asyncio.get_running_loop()
-        for attempt in range(100):
-            await loop.run_in_executor(self.executor, self._kill, pod)
-            if attempt == 50:  # never registered: kill runsc itself
-                proc.kill()
-            try:
-                result: tuple[bytes, bytes] = await asyncio.wait_for(asyncio.shield(waiter), 0.2)
-                return result
-            except TimeoutError:
-                continue
-        raise RuntimeError(f"could not stop pod {pod}")
-
-    def _kill(self, pod: str) -> None:
-        subprocess.run([self.runsc, "--root", str(self.root), "kill", "--all", pod, "KILL"],
-                       capture_output=True, check=False, timeout=30)
-
-    def _delete(self, pod: str) -> None:
-        subprocess.run([self.runsc, "--root", str(self.root), "delete", "--force", pod],
-                       capture_output=True, check=False, timeout=30)
-        shutil.rmtree(self.bundles / pod, ignore_errors=True)
-
-    def _oci(self, spec: dict[str, Any], volumes: dict[str, Path], pod: str) -> dict[str, Any]:
-        """The OCI config the kubelet + runsc would use for this pod (image = host /usr)."""
-        container = spec["containers"][0]
-        limits = (container.get("resources") or {}).get("limits") or {}
-        mem, cpu = limits.get("memory", "512Mi"), limits.get("cpu", "1")
-        request = ExecutionRequest(code="pass", mem_limit=mem, mem_requested=mem, cpu_limit=cpu,
-                                   cpu_requested=cpu)
-        config = oci_config(request, Settings(), volumes.get("", Path("/nonexistent")), pod)
-        pod_sc = spec.get("securityContext") or {}
-        sc = {**pod_sc, **(container.get("securityContext") or {})}
-        uid = int(sc.get("runAsUser", 0))
-        gid = int(sc.get("runAsGroup", uid))
-        process = config["process"]
-        process["args"] = list(container.get("command") or []) + list(container.get("args") or [])
-        process["env"] = [_PATH] + [f"{e['name']}={e.get('value', '')}" for e in container.get("env") or []]
-        process["cwd"] = container.get("workingDir") or "/"
-        process["user"] = {"uid": uid, "gid": gid}
-        process["noNewPrivileges"] = True
-        config["root"]["readonly"] = bool(sc.get("readOnlyRootFilesystem", False))
-        by_name = {v["name"]: v for v in spec.get("volumes") or []}
-        mounts = [m for m in config["mounts"] if m["destination"] not in ("/tmp", "/sandq")]
-        for mount in container.get("volumeMounts") or []:
-            volume = by_name[mount["name"]]
-            if "configMap" in volume:
-                mounts.append({"destination": mount["mountPath"], "type": "bind",
-                               "source": str(volumes[mount["name"]]),
-                               "options": ["rbind", "ro" if mount.get("readOnly") else "rw",
-                                           "nosuid", "nodev"]})
-            elif "emptyDir" in volume:
-                size = int(parse_quantity(volume["emptyDir"].get("sizeLimit", "64Mi")))
-                mounts.append({"destination": mount["mountPath"], "type": "tmpfs", "source": "tmpfs",
-                               "options": ["nosuid", "nodev", f"size={size}", "mode=1777"]})
-        config["mounts"] = mounts
-        config["process"]["rlimits"] = [r for r in process["rlimits"] if r["type"] != "RLIMIT_FSIZE"]
-        return config
-
-    async def _status(
-        self, ns: str, pod: str, container: dict[str, Any], *, phase: str | None = None,
-        reason: str | None = None, state: dict[str, Any] | None = None, exit_code: int | None = None,
-        term_reason: str | None = None, conditions: list[dict[str, Any]] | None = None,
-    ) -> None:
-        current = self.api.get(PODS, ns, pod)
-        if current is None:
+    async def _condition(self, run: JobRun, kind: str, reason: str) -> None:
+        job = self.api.get(JOBS, run.ns, run.name)
+        if job is None:
             return
-        status: dict[str, Any] = {}
-        if phase:
-            status["phase"] = phase
-        if reason:
-            status["reason"] = reason
-        if exit_code is not None:
-            state = {"terminated": {"exitCode": exit_code, "reason": term_reason or "Error",
-                                    "finishedAt": _now()}}
-        if state is not None:
-            status["containerStatuses"] = [{
-                "name": container["name"], "image": container.get("image", ""), "imageID": "",
-                "ready": "running" in state, "restartCount": 0, "started": "running" in state,
-                "state": state}]
-        if conditions:
-            kept = [c for c in current.get("status", {}).get("conditions") or []
-                    if c["type"] not in {n["type"] for n in conditions}]
-            status["conditions"] = kept + conditions
-        await self.api.patch(PODS, ns, pod, {"status": status})
+        kept = [c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") != kind]
+        cond = {"type": kind, "status": "True", "reason": reason, "message": reason,
+                "lastProbeTime": _now(), "lastTransitionTime": _now()}
+        await self.api.patch(JOBS, run.ns, run.name, {"status": {"conditions": [*kept, cond]}})
 
 
 def _ranges(indexes: set[int]) -> str:
@@ -448,8 +304,3 @@ def _ranges(indexes: set[int]) -> str:
         else:
             parts.append(str(index))
     return ",".join(parts)
-
-
-def _cond(kind: str, reason: str) -> dict[str, Any]:
-    return {"type": kind, "status": "True", "reason": reason, "message": reason,
-            "lastProbeTime": _now(), "lastTransitionTime": _now()}

@@ -54,7 +54,7 @@ def make_settings(kubeconfig: Path, workdir: Path, **overrides: object) -> Setti
         "api_backoff_seconds": 0.05,
         "api_timeout_seconds": 10,
         "watch_timeout_seconds": 30,
-        "unschedulable_timeout_seconds": 1,
+        "unschedulable_timeout_seconds": 30,
         "kill_grace_seconds": 2,
         "api_qps": 200,
         "api_burst": 200,

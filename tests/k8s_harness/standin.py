@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import json
@@ -14,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import kmock
 from kmock._internal import enums, rendering
+
+from tests.k8s_harness import watches
 
 T = TypeVar("T")
 
@@ -116,23 +120,80 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+"""The API server's limit on a ConfigMap's data plus decoded binaryData (ValidateConfigMap)."""
+SERVED = {JOBS: "Job", PODS: "Pod", CONFIGMAPS: "ConfigMap"}
+"""The resources whose lists and watches the stand-in serves itself (kmock's lack selectors and rvs)."""
+
+
+def _status(code: int, reason: str, message: str, **details: Any) -> aiohttp.web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": code,
+            "reason": reason, "message": message, "details": details}
+    return aiohttp.web.json_response(body, status=code)
+
+
+def configmap_size(obj: dict[str, Any]) -> int:
+    """Bytes a ConfigMap holds as the API server counts them: data values plus decoded binaryData."""
+    text = sum(len(str(v).encode()) for v in (obj.get("data") or {}).values())
+    return text + sum(len(base64.b64decode(v)) for v in (obj.get("binaryData") or {}).values())
+
+
+@dataclass
+class PodLog:
+    """A container's log as the kubelet keeps it: the current file (all ``GET pods/log`` returns)
+    and the files rotated away. ``rotate_at``: rotate as soon as the current file passes it."""
+
+    current: bytearray = field(default_factory=bytearray)
+    rotated: list[bytes] = field(default_factory=list)
+    rotate_at: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def append(self, chunk: bytes) -> None:
+        with self.lock:
+            self.current += chunk
+            if self.rotate_at is not None and len(self.current) > self.rotate_at:
+                self._rotate()
+
+    def rotate_if_over(self, size: int) -> bool:
+        """Rotate if the current file is over ``size`` (the kubelet's periodic check); True if it was."""
+        with self.lock:
+            if len(self.current) <= size:
+                return False
+            self._rotate()
+            return True
+
+    def _rotate(self) -> None:
+        self.rotated.append(bytes(self.current))
+        self.current.clear()
+
+    def read(self) -> bytes:
+        with self.lock:
+            return bytes(self.current)
+
+
 @attrs.define(kw_only=True)
 class StandIn(kmock.KubernetesEmulator):
-    """KubernetesEmulator plus uids, resourceVersions, GC, logs, counting and faults."""
+    """KubernetesEmulator plus uids, resourceVersions, watches as the API server serves them,
+    finalizers, GC, size limits, logs, counting and faults."""
 
     calls: list[Call] = attrs.field(factory=list)
     faults: list[FaultRule] = attrs.field(factory=list)
-    logs: dict[tuple[str, str], bytes] = attrs.field(factory=dict)
+    logs: dict[tuple[str, str], PodLog] = attrs.field(factory=dict)
     hooks: list[Callable[[str, str, str, dict[str, Any]], None]] = attrs.field(factory=list)
+    deleting: list[Callable[[Any, str, str], None]] = attrs.field(factory=list)
+    """Called with (resource, namespace, name) when an object with finalizers gets its deletionTimestamp."""
     random_faults: RandomFaults | None = None
     open_watches: set[Any] = attrs.field(factory=set)
-    rv: int = 0
+    history: watches.History = attrs.field(factory=watches.History)
+    watch_log: list[watches.WatchRecord] = attrs.field(factory=list)
+    bookmark_seconds: float | None = 1.0
+    """How often a watch that allows bookmarks gets one (the API server: about once a minute)."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._buses = watches.Buses(self.history)
 
     # -- direct state changes (for the controllers) ---------------------------------
-
-    def _next_rv(self) -> str:
-        self.rv += 1
-        return str(self.rv)
 
     def get(self, res: Any, ns: str, name: str) -> dict[str, Any] | None:
         key = (res, ns, name)
@@ -152,7 +213,6 @@ class StandIn(kmock.KubernetesEmulator):
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", _now())
         meta["namespace"] = ns
-        meta["resourceVersion"] = self._next_rv()
         async with self._lock:
             key = (res, ns, meta["name"])
             if key in self._objects:
@@ -166,8 +226,6 @@ class StandIn(kmock.KubernetesEmulator):
             key = (res, ns, name)
             if key not in self._objects or self._objects[key].deleted:
                 return False
-            meta = {**changes.get("metadata", {}), "resourceVersion": self._next_rv()}
-            changes = {**changes, "metadata": meta}
             self._objects[key].patch(changes)
             await self._buses[res].put({"type": "MODIFIED", "object": self._objects[key].raw})
             return True
@@ -182,13 +240,37 @@ class StandIn(kmock.KubernetesEmulator):
             await self._buses[res].put({"type": "DELETED", "object": raw})
             return True
 
+    async def delete(self, res: Any, ns: str, name: str) -> None:
+        """Delete as the API server does: an object with finalizers only gets a deletionTimestamp."""
+        obj = self.get(res, ns, name)
+        if obj is None:
+            return
+        meta = obj.get("metadata") or {}
+        if not meta.get("finalizers"):
+            await self.remove(res, ns, name)
+        elif not meta.get("deletionTimestamp"):
+            await self.patch(res, ns, name, {"metadata": {
+                "deletionTimestamp": _now(), "deletionGracePeriodSeconds": 0}})
+            for hook in self.deleting:
+                hook(res, ns, name)
+
+    async def finalize(self, res: Any, ns: str, name: str, finalizer: str) -> None:
+        """Remove ``finalizer``; an object being deleted then goes."""
+        obj = self.get(res, ns, name)
+        if obj is None:
+            return
+        left = [f for f in obj["metadata"].get("finalizers") or [] if f != finalizer]
+        await self.patch(res, ns, name, {"metadata": {"finalizers": left or None}})
+        if not left and obj["metadata"].get("deletionTimestamp"):
+            await self.remove(res, ns, name)
+
     async def collect_garbage(self, ns: str, owner_uid: str) -> None:
         """Delete what ``owner_uid`` owned (the garbage collector, background propagation)."""
         for res in (PODS, CONFIGMAPS):
             for obj in self.items(res):
                 refs = obj.get("metadata", {}).get("ownerReferences") or []
                 if any(r.get("uid") == owner_uid for r in refs):
-                    await self.remove(res, obj["metadata"]["namespace"], obj["metadata"]["name"])
+                    await self.delete(res, obj["metadata"]["namespace"], obj["metadata"]["name"])
 
     def owner_exists(self, obj: dict[str, Any]) -> bool:
         ns = obj["metadata"]["namespace"]
@@ -198,6 +280,19 @@ class StandIn(kmock.KubernetesEmulator):
                 if job is None or job["metadata"]["uid"] != ref.get("uid"):
                     return False
         return True
+
+    def versions(self, res: Any, ns: str, name: str) -> list[dict[str, Any]]:
+        """Every state the object had, oldest first (deletions left out)."""
+        history = self._objects[res, ns, name].history
+        return [dict(version.raw) for version in history if version is not None]
+
+    def names(self, res: Any) -> list[str]:
+        """The names of every object of ``res`` ever stored, deleted ones too."""
+        return [name for (r, _ns, name) in self._objects if r == res]
+
+    def compact(self) -> None:
+        """etcd's compaction: a watch resuming from any resourceVersion so far gets 410 Gone."""
+        self.history.compact()
 
     # -- the request path -------------------------------------------------------------
 
@@ -224,10 +319,7 @@ class StandIn(kmock.KubernetesEmulator):
             resp = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
             await resp.prepare(raw)
             if rule.kind == "gone":
-                event = {"type": "ERROR", "object": {
-                    "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
-                    "reason": "Expired", "message": "too old resource version"}}
-                await resp.write(json.dumps(event).encode() + b"\n")
+                await resp.write(json.dumps(watches.GONE_EVENT).encode() + b"\n")
             await resp.write_eof()
             return resp
         headers = {"Retry-After": rule.retry_after} if rule.retry_after else {}
@@ -290,11 +382,17 @@ class StandIn(kmock.KubernetesEmulator):
         ns = request.namespace or ""
         if call.resource == "pods/log" and call.verb == "get":
             return self._serve_log(request, ns)
+        if call.verb in ("list", "watch") and request.resource in SERVED:
+            return await self._serve_collection(request, call, ns)
         if call.verb == "create" and isinstance(request.data, dict):
+            if call.resource == "configmaps" and configmap_size(request.data) > CONFIGMAP_MAX_BYTES:
+                message = f"Too long: must have at most {CONFIGMAP_MAX_BYTES} bytes"
+                return _status(422, "Invalid", f'ConfigMap "{call.name}" is invalid: []: {message}',
+                               name=call.name, kind="configmaps",
+                               causes=[{"reason": "FieldValueTooLong", "message": message, "field": "[]"}])
             meta = request.data.setdefault("metadata", {})
             meta["namespace"] = ns or meta.get("namespace")
             meta["uid"] = str(uuid.uuid4())
-            meta["resourceVersion"] = self._next_rv()
             meta["creationTimestamp"] = _now()
         response = await super()._handle(request)
         if response.status < 300 and call.verb in ("create", "delete"):
@@ -311,17 +409,53 @@ class StandIn(kmock.KubernetesEmulator):
                 asyncio.get_running_loop().create_task(self.remove(CONFIGMAPS, ns, obj["metadata"]["name"]))
         return response
 
+    async def _serve_collection(
+        self, request: rendering.Request, call: Call, ns: str
+    ) -> aiohttp.web.StreamResponse:
+        """A list or a watch, with resourceVersions, selectors, bookmarks and timeouts."""
+        params = dict(request.params)
+        match = watches.object_match(ns or None, params)
+        current = sorted((o for o in self.items(request.resource) if match(o)), key=watches.resource_version)
+        kind = SERVED[request.resource]
+        if call.verb == "list":
+            return aiohttp.web.json_response(watches.list_body(kind, current, self.history.revision))
+        record = watches.WatchRecord(call.resource, params.get("labelSelector"),
+                                     params.get("resourceVersion"))
+        self.watch_log.append(record)
+        timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        bookmarks = self.bookmark_seconds if params.get("allowWatchBookmarks") == "true" else None
+        stream = watches.WatchStream(self.history, self._buses[request.resource], request.resource, kind,
+                                     match, record, timeout, bookmarks)
+        assert request._raw_request is not None
+        return await stream.serve(request._raw_request, current)
+
     def _serve_log(self, request: rendering.Request, ns: str) -> aiohttp.web.StreamResponse:
         name = request.name or ""
         if self.get(PODS, ns, name) is None:
-            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
-                    "reason": "NotFound", "message": f'pods "{name}" not found'}
-            return aiohttp.web.json_response(body, status=404)
-        data = self.logs.get((ns, name), b"")
+            return _status(404, "NotFound", f'pods "{name}" not found')
+        log = self.logs.get((ns, name))
+        data = log.read() if log is not None else b""
         limit = request.params.get("limitBytes")
         if limit:
             data = data[: int(limit)]
         return aiohttp.web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
+MAX_REQUEST_BODY = 3 * 1024 * 1024
+"""The API server's limit on a request's body (3 MiB); aiohttp's default, 1 MiB, would answer 413
+where the API server validates the object (and answers 422 for a ConfigMap over 1 MiB)."""
+
+
+class _ApiServer(aiohttp.test_utils.RawTestServer):
+    """kmock's server, taking request bodies up to the API server's limit."""
+
+    async def _make_runner(self, debug: bool = True, **kwargs: Any) -> aiohttp.web.ServerRunner:
+        def request(*args: Any) -> aiohttp.web.BaseRequest:
+            return aiohttp.web.BaseRequest(*args, self._loop, client_max_size=MAX_REQUEST_BODY)
+
+        server = aiohttp.web.Server(self._handler, loop=self._loop, debug=debug, request_factory=request,
+                                    **kwargs)
+        return aiohttp.web.ServerRunner(server, debug=debug, **kwargs)
 
 
 @dataclass
@@ -348,7 +482,7 @@ class RunningStandIn:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with StandIn() as standin, kmock.Server(standin) as server:
+        async with StandIn() as standin, kmock.Server(standin, server_cls=_ApiServer) as server:
             for res in ("v1/pods", "v1/configmaps", "batch/v1/jobs"):
                 standin.resources[res] = {}
             self.standin = standin

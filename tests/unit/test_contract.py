@@ -34,6 +34,11 @@ INVALID = [
         "input_files",
     ),
     ({"code": "print(1)", "unknown_field": 1}, "unknown_field"),
+    (  # each within its cap, together too much for the one 1 MiB ConfigMap that carries them to a pod
+        {"code": "#" + "x" * (MAX_CODE_BYTES - 1),
+         "input_files": [{"name": "big", "content": "A" * (600 * 1024 * 4 // 3)}]},
+        "input_files",
+    ),
 ]
 
 
@@ -96,3 +101,22 @@ def test_status_values_are_the_documented_ones() -> None:
 def test_file_name_must_be_relative() -> None:
     with pytest.raises(ValidationError):
         File(name="/abs", content=b"")
+
+
+def test_code_and_inputs_fit_one_configmap_with_the_runner() -> None:
+    """The largest request accepted still fits a ConfigMap (1 MiB of data) with sandq's own files."""
+    from sandq.contract import MAX_SANDBOX_PAYLOAD_BYTES
+    from sandq.sandbox.kubernetes.manifests import configmap_manifest
+    from tests.k8s_harness.standin import CONFIGMAP_MAX_BYTES, configmap_size
+
+    code = "#" + "x" * (MAX_CODE_BYTES - 1)
+    names = sum(len(f"d/file-{i:03}.bin") + 64 for i in range(200))
+    size, rest = divmod(MAX_SANDBOX_PAYLOAD_BYTES - MAX_CODE_BYTES - names, 200)
+    files = [File(name=f"d/file-{i:03}.bin", content=bytes(size + (0 if i else rest))) for i in range(200)]
+    request = validate_request({"code": code, "input_files": [f.model_dump(mode="json") for f in files]},
+                               Settings())
+    assert configmap_size(configmap_manifest(request, Settings(), "e", "uid")) <= CONFIGMAP_MAX_BYTES
+    one_more = [File(name=files[0].name, content=files[0].content + b"x"), *files[1:]]
+    with pytest.raises(RequestRejected, match="input_files"):
+        validate_request({"code": code, "input_files": [f.model_dump(mode="json") for f in one_more]},
+                         Settings())

@@ -56,10 +56,7 @@ class KubernetesBackend(Backend):
         except LaunchRejected as error:
             return SandboxReport(status=Status.INFRASTRUCTURE_ERROR, error=str(error), started_at=started)
         deadline = active_deadline_seconds(request, self.settings)
-        awaited = Awaited.of(
-            launched, {None: (execution_id, request)}, started, deadline,
-            self.settings.unschedulable_timeout_seconds,
-        )
+        awaited = Awaited.of(launched, {None: (execution_id, request)}, started, deadline)
         ended: list[Ended] = []
         with self._tracking([execution_id]):
             self.waiter.wait([awaited], lambda _, end: ended.append(end))
@@ -104,7 +101,7 @@ class KubernetesBackend(Backend):
             enumerate(zip(job.ids, job.requests, strict=True))
         )
         deadline = indexed_deadline_seconds(job, self.settings)
-        return Awaited.of(launched, pending, started, deadline, self.settings.unschedulable_timeout_seconds)
+        return Awaited.of(launched, pending, started, deadline)
 
     @contextmanager
     def _tracking(self, execution_ids: list[str]) -> Iterator[None]:

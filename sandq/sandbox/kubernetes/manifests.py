@@ -130,9 +130,31 @@ def configmap_manifest(
     return config_map(sandbox_files(request, settings), metadata)
 
 
+def pod_deadline_seconds(timeout_seconds: int, settings: Settings) -> int:
+    """A sandbox pod's activeDeadlineSeconds, which the kubelet counts from the pod's start on its node.
+
+    The code's own deadline is the runner's, counted from the code's start; this backstop adds
+    the start-up (image pull, volume mounts, boot) and the kill grace in which the runner
+    reports, so that it never cuts a code that started in time short of its timeout.
+    """
+    slack = math.ceil(settings.kill_grace_seconds) + math.ceil(settings.start_timeout_seconds)
+    return timeout_seconds + slack
+
+
+def job_deadline_seconds(longest_timeout: int, waves: int, settings: Settings) -> int:
+    """A Job's activeDeadlineSeconds, counted from the Job's start: the last backstop.
+
+    Room for scheduling, each wave of pods and one more pod, which replaces an evicted one
+    after the Job controller's backoff. Only a pod that never started (or a crashed worker's
+    Job) runs into it.
+    """
+    backoff = math.ceil(settings.unschedulable_timeout_seconds) + math.ceil(settings.eviction_backoff_seconds)
+    return (waves + 1) * pod_deadline_seconds(longest_timeout, settings) + backoff
+
+
 def active_deadline_seconds(request: ExecutionRequest, settings: Settings) -> int:
-    """The Job's hard deadline: the timeout, plus the kill grace so the runner reports first."""
-    return request.timeout_seconds + math.ceil(settings.kill_grace_seconds)
+    """The Job's deadline of one execution (``job_deadline_seconds`` of one pod)."""
+    return job_deadline_seconds(request.timeout_seconds, 1, settings)
 
 
 def _security_context(settings: Settings) -> Manifest:
@@ -178,12 +200,24 @@ def _container(request: ExecutionRequest, settings: Settings, command: list[str]
     }
 
 
+def _tmp_volume(settings: Settings) -> Manifest:
+    """The writable /tmp: by default a tmpfs of ``tmp_size`` (full at its size, counted as memory)."""
+    empty_dir: Manifest = {"sizeLimit": settings.tmp_size}
+    if settings.tmp_medium:
+        empty_dir["medium"] = settings.tmp_medium
+    return {"name": TMP_VOLUME, "emptyDir": empty_dir}
+
+
 def pod_spec(
-    request: ExecutionRequest, settings: Settings, configmap: str, command: list[str] | None = None
+    request: ExecutionRequest, settings: Settings, configmap: str, command: list[str] | None = None,
+    timeout_seconds: int | None = None,
 ) -> Manifest:
-    """The sandbox pod: ``request``'s resources, files from ConfigMap ``configmap``, PSS restricted."""
+    """The sandbox pod: ``request``'s resources, files from ConfigMap ``configmap``, PSS restricted,
+    and a deadline for a timeout of ``timeout_seconds`` (the request's by default)."""
+    timeout = request.timeout_seconds if timeout_seconds is None else timeout_seconds
     spec: Manifest = {
         "restartPolicy": "Never",
+        "activeDeadlineSeconds": pod_deadline_seconds(timeout, settings),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "hostNetwork": False,
@@ -203,7 +237,7 @@ def pod_spec(
                 "name": FILES_VOLUME,
                 "configMap": {"name": configmap, "defaultMode": 0o444},
             },
-            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": settings.tmp_size}},
+            _tmp_volume(settings),
         ],
     }
     if settings.runtime_class:
@@ -259,6 +293,11 @@ class IndexedJob:
         return INDEXED_PREFIX + hashlib.sha256("\n".join(self.ids).encode()).hexdigest()[:40]
 
     @property
+    def longest_timeout(self) -> int:
+        """The longest timeout of the snippets: every pod's deadline allows for it."""
+        return max(r.timeout_seconds for r in self.requests)
+
+    @property
     def template(self) -> ExecutionRequest:
         """The request whose resources and tenant every pod shares (all are equal there)."""
         return self.requests[0]
@@ -278,10 +317,9 @@ def _indexed_metadata(job: IndexedJob, settings: Settings) -> Manifest:
 
 
 def indexed_deadline_seconds(job: IndexedJob, settings: Settings) -> int:
-    """The whole Job's deadline: its longest timeout (plus kill grace) for each wave of pods."""
+    """The whole Job's deadline: a pod's deadline (for the longest timeout) for each wave of pods."""
     waves = math.ceil(len(job.ids) / min(settings.indexed_parallelism, len(job.ids)))
-    longest = max(r.timeout_seconds for r in job.requests)
-    return waves * (longest + math.ceil(settings.kill_grace_seconds))
+    return job_deadline_seconds(job.longest_timeout, waves, settings)
 
 
 def indexed_configmap_manifest(job: IndexedJob, settings: Settings, job_uid: str) -> Manifest:
@@ -305,7 +343,7 @@ def indexed_job_manifest(job: IndexedJob, settings: Settings) -> Manifest:
         "podFailurePolicy": pod_failure_policy("FailIndex"),
     }
     command = runner_command(POD_PYTHON, INDEXED_SPEC)
-    pod = pod_spec(job.template, settings, job.name, command)
+    pod = pod_spec(job.template, settings, job.name, command, job.longest_timeout)
     return _job(_indexed_metadata(job, settings), spec, pod, settings, pod_annotations=False)
 
 

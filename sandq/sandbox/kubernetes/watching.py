@@ -8,7 +8,11 @@ Selectors are sent to the server and applied again client-side.
 Waiting is cheap: the cache keeps only what classification reads (no pod
 specs, no managedFields), indexes pods by their Job, and wakes only the
 waiters of the Job an event is about, so hundreds of executions can wait
-in one process.
+in one process. It also keeps what a waiter could miss between two looks: a
+pod whose container was seen started stays marked so (``classify.RAN``), and a
+pod deleted while someone waits on its Job stays, in its last state, marked
+``classify.GONE`` until nobody does (on Kubernetes 1.31+ the pods that a Job's
+deadline stops are deleted at once).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import watch as _watch
 
+from sandq.sandbox.kubernetes import classify
 from sandq.sandbox.kubernetes.api import KubeApi
 from sandq.sandbox.kubernetes.classify import Obj
 from sandq.sandbox.kubernetes.manifests import MANAGED_BY, MANAGED_BY_VALUE, SELECTOR
@@ -50,10 +55,15 @@ def _owner(obj: Obj) -> tuple[str, str] | None:
     return None
 
 
-def slim(obj: Obj) -> Obj:
-    """``obj`` without what no waiter reads: its spec and its managedFields."""
+def slim(obj: Obj, before: Obj | None = None) -> Obj:
+    """``obj`` without what no waiter reads (its spec, its managedFields), marked ``classify.RAN`` if
+    its container started, now or in the state ``before`` it (of the same uid)."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return {"metadata": meta, "status": obj.get("status") or {}}
+    kept: Obj = {"metadata": meta, "status": obj.get("status") or {}}
+    same = before is not None and (before.get("metadata") or {}).get("uid") == meta.get("uid")
+    if classify.started(kept) or (same and before is not None and before.get(classify.RAN)):
+        kept[classify.RAN] = True
+    return kept
 
 
 class SharedWatch:
@@ -135,6 +145,16 @@ class SharedWatch:
                         listeners.discard(event)
                         if not listeners:
                             del self._listeners[name]
+                            self._forget_gone(name)
+
+    def _forget_gone(self, job_name: str) -> None:
+        """Drop the deleted pods kept for the waiters of ``job_name``; hold ``_cond``."""
+        for owner_uid, pods in list(self._pods_by_owner.items()):
+            for name, pod in list(pods.items()):
+                if pod.get(classify.GONE) and (_owner(pod) or ("", ""))[0] == job_name:
+                    del pods[name]
+            if not pods:
+                del self._pods_by_owner[owner_uid]
 
     def poke(self) -> None:
         """Wake every waiter (e.g. on cancellation)."""
@@ -155,34 +175,41 @@ class SharedWatch:
 
     def _replace(self, kind: str, items: list[Obj]) -> None:
         with self._cond:
-            self._objects[kind] = {o["metadata"]["name"]: slim(o) for o in items if managed(o)}
+            old = self._objects[kind]
+            self._objects[kind] = {
+                o["metadata"]["name"]: slim(o, old.get(o["metadata"]["name"])) for o in items if managed(o)
+            }
             if kind == "pods":
+                kept = (p for pods in self._pods_by_owner.values() for p in pods.values())
+                gone = [p for p in kept if p.get(classify.GONE)]
                 self._pods_by_owner = {}
-                for name, pod in self._objects["pods"].items():
+                for pod in [*gone, *self._objects["pods"].values()]:
                     owner = _owner(pod)
                     if owner is not None:
-                        self._pods_by_owner.setdefault(owner[1], {})[name] = pod
+                        self._pods_by_owner.setdefault(owner[1], {})[pod["metadata"]["name"]] = pod
             self._notify(None)
 
     def _apply(self, kind: str, event_type: str, obj: Obj) -> None:
         name = (obj.get("metadata") or {}).get("name")
         if not name or not managed(obj):
             return
-        obj = slim(obj)
         owner = _owner(obj) if kind == "pods" else None
         with self._cond:
+            obj = slim(obj, self._objects[kind].get(name))
             if event_type == "DELETED":
                 self._objects[kind].pop(name, None)
             else:
                 self._objects[kind][name] = obj
             if owner is not None:
                 pods = self._pods_by_owner.setdefault(owner[1], {})
-                if event_type == "DELETED":
+                if event_type != "DELETED":
+                    pods[name] = obj
+                elif owner[0] in self._listeners:  # a waiter may not have seen its end yet
+                    pods[name] = {**obj, classify.GONE: True}
+                else:
                     pods.pop(name, None)
                     if not pods:
                         del self._pods_by_owner[owner[1]]
-                else:
-                    pods[name] = obj
             self._notify(owner[0] if owner is not None else name if kind == "jobs" else None)
 
     # -- the streams ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from sandq.contract import ExecutionRequest, Status
 from sandq.sandbox.kubernetes import run_janitor
 from sandq.sandbox.kubernetes.api import KubeApi
 from sandq.sandbox.kubernetes.creating import launch
-from sandq.sandbox.kubernetes.manifests import object_name
+from sandq.sandbox.kubernetes.manifests import active_deadline_seconds, object_name
 from tests.k8s_harness.env import Env
 from tests.k8s_harness.standin import JOBS
 
@@ -84,7 +84,8 @@ def test_janitor_deletes_only_jobs_past_deadline_plus_grace(env: Env) -> None:
             request = ExecutionRequest(code="import time\ntime.sleep(30)", timeout_seconds=30)
             launch(api, request, f"orphan-{i}")
         assert run_janitor(settings, api) == 0
-        later = datetime.now(UTC) + timedelta(seconds=30 + 2 + 60 + 1)
+        deadline = active_deadline_seconds(request, settings)
+        later = datetime.now(UTC) + timedelta(seconds=deadline + 60 + 1)
         assert run_janitor(settings, api, at=later) == 3
         assert run_janitor(settings, api, at=later) == 0
     finally:

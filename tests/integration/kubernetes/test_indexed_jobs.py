@@ -47,7 +47,9 @@ def test_indexed_job_shape() -> None:
     spec = manifest["spec"]
     assert spec["completionMode"] == "Indexed" and spec["completions"] == 3 and spec["parallelism"] == 2
     assert spec["backoffLimitPerIndex"] == 0 and "backoffLimit" not in spec
-    assert spec["activeDeadlineSeconds"] == 2 * (300 + 2)  # two waves of the longest timeout + grace
+    pod_deadline = 300 + 2 + 120  # the longest timeout, the kill grace, the start-up
+    assert spec["template"]["spec"]["activeDeadlineSeconds"] == pod_deadline
+    assert spec["activeDeadlineSeconds"] == (2 + 1) * pod_deadline + 120 + 10  # two waves and one more pod
     command = spec["template"]["spec"]["containers"][0]["command"]
     assert command[-1] == "/sandq/spec-{index}.json"
     assert manifest["metadata"]["annotations"][EXECUTION_IDS_ANNOTATION] == '["b-0", "b-1", "b-2"]'
@@ -118,7 +120,7 @@ def test_batch_of_ten_costs_three_writes_and_one_log_read_each(env: Env) -> None
 def test_indexed_timeout_and_cancellation(env: Env) -> None:
     env.cluster.hold = True
     items = [(f"c-{i}", ExecutionRequest(code="pass", timeout_seconds=5)) for i in range(3)]
-    backend = env.backend()
+    backend = env.backend(start_timeout_seconds=1)
     results: dict[str, SandboxReport] = {}
     try:
         worker = threading.Thread(target=backend.run_batch, args=(items, results.__setitem__))
@@ -129,7 +131,7 @@ def test_indexed_timeout_and_cancellation(env: Env) -> None:
         while "c-1" not in results:
             worker.join(0.05)
         assert results["c-1"].status == Status.CANCELLED
-        worker.join(60)  # the others run into the Job's deadline
+        worker.join(60)  # the others run into their pods' deadline
     finally:
         backend.close()
     assert results["c-0"].status == Status.TIMED_OUT and results["c-2"].status == Status.TIMED_OUT

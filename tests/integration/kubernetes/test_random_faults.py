@@ -30,8 +30,9 @@ SEED = 20240607
 RATE = 0.2
 RETRIES = 3
 SLACK_SECONDS = 75.0
-"""Past timeout + kill grace: API retries and backoff, pod start-up on a shared machine, and the
-backend's own backstop (activeDeadlineSeconds + unschedulable bound + 30 s) all fit inside."""
+"""Past timeout + kill grace: API retries and backoff, and pod start-up on a shared machine fit
+inside; a lost watch event must not leave an execution waiting for its backstop (the Job's
+activeDeadlineSeconds + 30 s, minutes away)."""
 
 MIX: list[tuple[str, ExecutionRequest, Status, str | None]] = [
     *[(f"ok-{i}", ExecutionRequest(code=f"print({i} * 3)", timeout_seconds=30), Status.SUCCEEDED,

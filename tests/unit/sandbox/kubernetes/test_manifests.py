@@ -86,7 +86,12 @@ def test_pod_security_standards_restricted() -> None:
 def test_job_spec_shape() -> None:
     job = job_manifest(REQUEST, SETTINGS, "exec-1")
     spec = job["spec"]
-    assert spec["activeDeadlineSeconds"] == 30 + 2  # timeout + kill grace (the runner reports first)
+    # The pod's deadline: the timeout, the kill grace in which the runner reports, and the start-up
+    # (the kubelet counts it from the pod's start on its node). The Job's: room for scheduling and
+    # one more pod, after an eviction and the Job controller's backoff.
+    pod_deadline = 30 + 2 + 120
+    assert spec["template"]["spec"]["activeDeadlineSeconds"] == pod_deadline
+    assert spec["activeDeadlineSeconds"] == 2 * pod_deadline + 120 + 10
     assert spec["backoffLimit"] == 0
     rules = spec["podFailurePolicy"]["rules"]
     ignore = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
@@ -104,15 +109,16 @@ def test_job_spec_shape() -> None:
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts[MOUNT_DIR]["readOnly"] is True
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes[mounts["/tmp"]["name"]]["emptyDir"]["sizeLimit"] == SETTINGS.tmp_size
+    assert volumes[mounts["/tmp"]["name"]]["emptyDir"] == {"sizeLimit": SETTINGS.tmp_size, "medium": "Memory"}
     assert volumes[mounts[MOUNT_DIR]["name"]]["configMap"]["name"] == object_name("exec-1")
     assert spec["template"]["metadata"]["labels"] == job["metadata"]["labels"]
 
 
 def test_configurable_runtime_and_uid() -> None:
     settings = Settings(runtime_class=None, node_selector={}, tolerations=[], sandbox_uid=1234,
-                        image="registry.example/py:1")
+                        image="registry.example/py:1", tmp_medium="")
     pod = job_manifest(REQUEST, settings, "e")["spec"]["template"]["spec"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]  # on the node's disk
     assert "runtimeClassName" not in pod and "nodeSelector" not in pod and "tolerations" not in pod
     assert pod["securityContext"]["runAsUser"] == 1234
     assert pod["containers"][0]["image"] == "registry.example/py:1"
