@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         description="Where the sandbox environment (the locked libraries) is built, one directory per hash.",
     )
     sandbox_extra_requirements: Path | None = Field(
-        default=None, description="Extra requirements file for the sandbox environment, on top of its lock."
+        default=None, description="Extra requirements file (wheels only) for the sandbox environment."
     )
     warm_pool_size: int = Field(
         default=2,
