@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := redis-server runsc python3-matplotlib python3-numpy procps
+APT_PACKAGES := redis-server runsc procps
 
 .PHONY: install system-deps venv sandbox-env run test test-fast lint typecheck docs bench clean check-adk-min
 
@@ -28,10 +28,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.lock -e ".[dev]"
 	touch $@
 
-# The libraries local sandboxes import (sandbox-requirements.lock, plus SANDQ_SANDBOX_EXTRA_REQUIREMENTS):
-# built once per lock into SANDQ_SANDBOX_ENV_DIR, then only checked.
+# The libraries local sandboxes import (sandq/sandbox/sandbox-requirements.lock, plus
+# SANDQ_SANDBOX_EXTRA_REQUIREMENTS): built once per lock into SANDQ_SANDBOX_ENV_DIR, then only checked.
 sandbox-env: venv
-	$(BIN)/python -m sandq.sandbox_env
+	$(BIN)/python -m sandq.sandbox.environment
 
 run: install
 	$(BIN)/python scripts/demo.py

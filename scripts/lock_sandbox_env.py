@@ -1,4 +1,4 @@
-"""Regenerate ``sandbox-requirements.lock`` from ``sandbox-requirements.in``.
+"""Regenerate ``sandq/sandbox/sandbox-requirements.lock`` from ``sandbox-requirements.in`` beside it.
 
 pip resolves the newest wheels for the sandbox's interpreter (CPython 3.11 on
 manylinux x86_64, as on the sandbox image) and reports each file it would install
@@ -12,11 +12,8 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from sandq.sandbox_env import LOCK_NAME, PYTHON_MINOR, probe
-
-ROOT = Path(__file__).resolve().parents[1]
+from sandq.sandbox.environment import PYTHON_MINOR, default_lock, probe
 
 HEADER = """\
 # The sandbox environment's lock: every package a sandbox can import, pinned by version and
@@ -46,7 +43,7 @@ def main() -> None:
             "--report",
             "-",
             "-r",
-            str(ROOT / "sandbox-requirements.in"),
+            str(default_lock().with_suffix(".in")),
         ],
         capture_output=True,
         text=True,
@@ -60,8 +57,9 @@ def main() -> None:
         )
     minor = ".".join(map(str, PYTHON_MINOR))
     text = HEADER.format(minor=minor, python=python, version=version) + "\n".join(lines) + "\n"
-    (ROOT / LOCK_NAME).write_text(text)
-    print(f"{LOCK_NAME}: {len(lines)} packages")
+    lock = default_lock()
+    lock.write_text(text)
+    print(f"{lock}: {len(lines)} packages")
 
 
 if __name__ == "__main__":

@@ -39,13 +39,14 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
+from sandq.sandbox import environment
 from sandq.sandbox.gvisor.bundle import oci_config
 from sandq.sandbox.runner import FRAME_BEGIN, FRAME_END
 from sandq.settings import Settings
 from tests.k8s_harness.standin import CONFIGMAPS, JOBS, PODS, RunningStandIn, _now
 
 KILLED = 137
-_PATH = "PATH=/usr/local/bin:/usr/bin:/bin"
+_PATH = f"PATH={environment.MOUNT_POINT}/bin:/usr/local/bin:/usr/bin:/bin"  # the sandbox image's
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 HELD_OUTPUT = "held\n"
 
@@ -376,13 +377,15 @@ class Cluster:
         shutil.rmtree(self.bundles / pod, ignore_errors=True)
 
     def _oci(self, spec: dict[str, Any], volumes: dict[str, Path], pod: str) -> dict[str, Any]:
-        """The OCI config the kubelet + runsc would use for this pod (image = host /usr)."""
+        """The OCI config the kubelet + runsc would use for this pod (image = host /usr, plus the
+        sandbox environment at /opt/sandq-env and first on PATH, as the sandbox image has it)."""
         container = spec["containers"][0]
         limits = (container.get("resources") or {}).get("limits") or {}
         mem, cpu = limits.get("memory", "512Mi"), limits.get("cpu", "1")
         request = ExecutionRequest(code="pass", mem_limit=mem, mem_requested=mem, cpu_limit=cpu,
                                    cpu_requested=cpu)
-        config = oci_config(request, Settings(), volumes.get("", Path("/nonexistent")), pod)
+        env = environment.ensure(Settings())
+        config = oci_config(request, Settings(), volumes.get("", Path("/nonexistent")), pod, env)
         pod_sc = spec.get("securityContext") or {}
         sc = {**pod_sc, **(container.get("securityContext") or {})}
         uid = int(sc.get("runAsUser", 0))

@@ -8,7 +8,7 @@ import tomllib
 
 from manifests import DEPLOY, ROOT, one, render
 
-from sandq.sandbox_env import LOCK_NAME, MOUNT_POINT, PYTHON_MINOR
+from sandq.sandbox.environment import LOCK_NAME, MOUNT_POINT, PYTHON_MINOR
 
 
 def instructions(path) -> list[tuple[str, str]]:
@@ -85,11 +85,14 @@ def test_sandbox_image_builds_the_local_backends_environment() -> None:
     path = DEPLOY / "sandbox-image" / "Dockerfile"
     build, final = stages(path)
     copied = last(build, "COPY").split()
-    assert copied == [LOCK_NAME, "sandq/sandbox_env.py", "/tmp/"]
+    assert copied == [f"sandq/sandbox/{LOCK_NAME}", "sandq/sandbox/environment.py", "/tmp/"]
     for source in copied[:-1]:
         assert (ROOT / source).is_file()
     run = last(build, "RUN")
-    assert f"python /tmp/sandbox_env.py build /opt/sandq-envs /usr/local/bin/python3 /tmp/{LOCK_NAME}" in run
+    assert f"python /tmp/environment.py build /opt/sandq-envs /usr/local/bin/python3 /tmp/{LOCK_NAME}" in run
+    # an ENV_HASH that is not the lock's fails the build; it labels the image
+    assert 'hash=$(python /tmp/environment.py hash)' in run and '[ "$ENV_HASH" != "$hash" ]' in run
+    assert ("ARG", "ENV_HASH=") in final and ("LABEL", "dev.sandq.sandbox-env=${ENV_HASH}") in final
     assert f"mv /opt/sandq-envs/*/ {MOUNT_POINT}" in run
     assert f"COPY --from=build {MOUNT_POINT} {MOUNT_POINT}" in " ".join(" ".join(i) for i in final)
     assert last(final, "ENV").startswith(f"PATH={MOUNT_POINT}/bin:$PATH")

@@ -6,7 +6,9 @@ operator's extra requirements on top, matplotlib's configuration and font cache 
 byte-compiled once by that interpreter, then made read-only. Locally it lives in
 ``<sandbox_env_dir>/<hash>/`` and every sandbox bind-mounts it read-only at ``MOUNT_POINT``
 and runs ``MOUNT_POINT/bin/python3``; the sandbox image builds the same at ``MOUNT_POINT``
-with this very file (``python sandbox_env.py build ...``: it needs only the standard library).
+with this very file (``python environment.py build ...``: it needs only the standard library).
+The lock ships inside the package, beside this file, so an installed worker builds and checks
+the environment it runs, and ``sandq doctor`` knows the hash an image should have.
 
 A virtualenv rather than ``pip install --target``: its interpreter sees neither Debian's
 ``dist-packages`` nor their ``.pth`` start-up hooks (a sandbox boots faster than with the host's
@@ -41,7 +43,7 @@ LOCK_NAME = "sandbox-requirements.lock"
 MANIFEST = "sandq-env.json"
 MATPLOTLIB_DIR = "sandq-mplconfig"
 """matplotlibrc and font cache, for a sandbox to link into its writable ``MPLCONFIGDIR``."""
-_RECIPE = b"sandq-env/1\n"
+_RECIPE = b"sandq-env/2\n"
 """Part of the hash: changes when the way the environment is built changes."""
 _COMPILE_SKIP = r"/tests?/"
 """Packages' own test suites: nothing imports them, and they are half of all bytecode."""
@@ -101,11 +103,11 @@ class Manifest:
 
 
 def default_lock() -> Path:
-    """The lock shipped with sandq: ``sandbox-requirements.lock`` in the nearest directory above this file."""
-    for directory in Path(__file__).resolve().parents:
-        if (directory / LOCK_NAME).is_file():
-            return directory / LOCK_NAME
-    raise SandboxEnvError(f"{LOCK_NAME} not found above {Path(__file__).parent}")
+    """The lock shipped with sandq, beside this file (package data; the image copies both to one place)."""
+    lock = Path(__file__).with_name(LOCK_NAME)
+    if not lock.is_file():
+        raise SandboxEnvError(f"{lock} is missing: sandq is installed without its package data")
+    return lock
 
 
 def env_hash(lock: Path, extra: Path | None = None) -> str:
@@ -192,11 +194,29 @@ def probe(python: str) -> dict[str, str]:
     return {"version": _dotted(version), "magic": info["magic"]}
 
 
-def ensure(settings: Settings) -> Path:
-    """The environment the settings name, built if missing (``make sandbox-env``, a worker's start)."""
-    return build(
-        settings.sandbox_env_dir, settings.sandbox_python, default_lock(), settings.sandbox_extra_requirements
-    )
+_ready: dict[tuple[Path, str, Path | None], Path] = {}
+"""The environments this process has built or validated, by the settings that name them."""
+
+
+def location(settings: Settings) -> Path:
+    """Where the environment the settings name is (or would be) built: ``sandbox_env_dir/<hash>``."""
+    return settings.sandbox_env_dir / env_hash(default_lock(), settings.sandbox_extra_requirements)
+
+
+def ensure(settings: Settings, *, build_missing: bool = True) -> Path:
+    """The environment the settings name, validated once per process; built first if missing, unless
+    ``build_missing`` is false (``make sandbox-env`` and ``sandq worker`` build, a backend only checks).
+    """
+    key = (settings.sandbox_env_dir, settings.sandbox_python, settings.sandbox_extra_requirements)
+    if key not in _ready:
+        lock, extra = default_lock(), settings.sandbox_extra_requirements
+        if build_missing:
+            _ready[key] = build(settings.sandbox_env_dir, settings.sandbox_python, lock, extra)
+        else:
+            env = location(settings)
+            validate(env, settings.sandbox_python, lock, extra)
+            _ready[key] = env
+    return _ready[key]
 
 
 def _populate(staging: Path, python: str, lock: Path, extra: Path | None, digest: str) -> None:
@@ -209,6 +229,7 @@ def _populate(staging: Path, python: str, lock: Path, extra: Path | None, digest
         constraints.write_text("\n".join(pinned(lock)) + "\n")
         _pip(env_python, "-r", str(extra), "-c", str(constraints))
         constraints.unlink()
+    _relocate_scripts(staging)
     scratch = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MPLCONFIGDIR": str(staging / ".mpl-scratch")}
     _run(
         [env_python, "-I", "-B", "-c", _MATPLOTLIB_SETUP, str(staging / MATPLOTLIB_DIR)],
@@ -241,6 +262,16 @@ def _populate(staging: Path, python: str, lock: Path, extra: Path | None, digest
         digest, python, interpreter["version"], interpreter["magic"], dict(sorted(packages.items()))
     )
     (staging / MANIFEST).write_text(json.dumps(manifest.__dict__, indent=1) + "\n")
+
+
+def _relocate_scripts(staging: Path) -> None:
+    """Point the console scripts (``f2py``, ``fonttools``...) at the interpreter where sandboxes see it."""
+    installed_with = f"#!{staging}/bin/python".encode()
+    for script in (staging / "bin").iterdir():
+        if script.is_file() and not script.is_symlink():
+            content = script.read_bytes()
+            if content.startswith(installed_with):
+                script.write_bytes(f"#!{MOUNT_POINT}/bin/python3\n".encode() + content.partition(b"\n")[2])
 
 
 def _pip(env_python: str, *args: str) -> None:
@@ -309,28 +340,34 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``build ROOT PYTHON LOCK [EXTRA]``: build as told (the image does, without sandq installed);
-    no arguments: build what sandq's settings name (``make sandbox-env``). Prints the environment's path.
+    """``build ROOT PYTHON LOCK [EXTRA]``: build as told (the image does, without sandq installed) and
+    print its path; ``hash [LOCK [EXTRA]]``: print the hash (of the shipped lock by default: an
+    image's tag); no arguments: build what sandq's settings name (``make sandbox-env``).
     """
-    parser = argparse.ArgumentParser(prog="sandbox_env", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="environment", description=main.__doc__)
     commands = parser.add_subparsers(dest="command")
     explicit = commands.add_parser("build")
     explicit.add_argument("root", type=Path)
     explicit.add_argument("python")
     explicit.add_argument("lock", type=Path)
     explicit.add_argument("extra", type=Path, nargs="?")
+    digest = commands.add_parser("hash")
+    digest.add_argument("lock", type=Path, nargs="?")
+    digest.add_argument("extra", type=Path, nargs="?")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            path = build(args.root, args.python, args.lock, args.extra)
+            printed = str(build(args.root, args.python, args.lock, args.extra))
+        elif args.command == "hash":
+            printed = env_hash(args.lock or default_lock(), args.extra)
         else:
             from sandq.settings import get_settings  # noqa: PLC0415 (the image runs this file without sandq)
 
-            path = ensure(get_settings())
+            printed = str(ensure(get_settings()))
     except SandboxEnvError as error:
         print(f"sandbox environment: {error}", file=sys.stderr)
         return 1
-    print(path)
+    print(printed)
     return 0
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sandq.sandbox_env import (
+from sandq.sandbox import environment
+from sandq.sandbox.environment import (
     LOCK_NAME,
     MANIFEST,
     MOUNT_POINT,
@@ -25,7 +26,9 @@ from sandq.sandbox_env import (
     SandboxEnvError,
     build,
     default_lock,
+    ensure,
     env_hash,
+    location,
     main,
     pinned,
     validate,
@@ -47,14 +50,15 @@ LIBRARIES = {
 
 
 def write_wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:
-    """A pure-Python wheel of module ``name`` whose ``VERSION`` is ``version``."""
+    """A pure-Python wheel of module ``name`` whose ``VERSION`` is ``version``, with a console script."""
     dist = f"{name}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
     files = {
-        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{name}/__init__.py": f"VERSION = {version!r}\ndef main():\n    print(VERSION)\n",
         f"{dist}/METADATA": metadata,
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/entry_points.txt": f"[console_scripts]\n{name} = {name}:main\n",
     }
     record = []
     for path, text in files.items():
@@ -121,7 +125,7 @@ def test_hash_is_of_the_contents_of_the_lock_and_the_extra_file(tmp_path: Path, 
 
 def test_the_shipped_lock_pins_every_library_with_a_hash() -> None:
     lock = default_lock()
-    assert lock.name == LOCK_NAME
+    assert lock == Path(environment.__file__).with_name(LOCK_NAME)  # package data: an installed worker has it
     pins = pinned(lock)
     names = {pin.split("==")[0].lower() for pin in pins}
     assert names >= LIBRARIES
@@ -143,6 +147,8 @@ def test_build_makes_a_read_only_compiled_env_once(tmp_path: Path, lock: Path) -
     header = pyc.read_bytes()
     assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, never checked against the source
     assert marshal.loads(header[16:]).co_filename.startswith(f"{MOUNT_POINT}/lib/")
+    script = (env / "bin" / "tiny").read_text()  # where sandboxes see the interpreter, not the staging path
+    assert script.startswith(f"#!{MOUNT_POINT}/bin/python3\n") and "staging" not in script
     writable = [p for p in (env, pyc, env / MANIFEST) if p.stat().st_mode & 0o222]
     assert writable == []
     before = (env.stat().st_ino, (env / MANIFEST).stat().st_mtime_ns)
@@ -212,3 +218,35 @@ def test_command_line(tmp_path: Path, lock: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.startswith("sandbox environment: cannot read") and err.count("\n") == 1
     assert os.access(root / env_hash(lock), os.R_OK)
+
+
+def test_ensure_builds_once_then_only_checks_and_remembers(
+    tmp_path: Path, lock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(environment, "default_lock", lambda: lock)
+    monkeypatch.setattr(environment, "_ready", {})
+    settings = Settings(sandbox_env_dir=tmp_path / "envs")
+    with pytest.raises(SandboxEnvError, match="no sandbox environment"):
+        ensure(settings, build_missing=False)  # a backend never builds
+    env = ensure(settings)
+    assert env == location(settings) == tmp_path / "envs" / env_hash(lock)
+    env.chmod(0o755)  # spoilt after it was checked: this process keeps what it checked
+    assert ensure(settings, build_missing=False) == env
+    monkeypatch.setattr(environment, "_ready", {})
+    with pytest.raises(SandboxEnvError, match="writable"):  # a new process finds out
+        ensure(settings, build_missing=False)
+
+
+def test_hash_command_prints_the_shipped_locks_hash(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hash"]) == 0
+    assert capsys.readouterr().out == f"{env_hash(default_lock())}\n"
+
+
+def test_the_file_runs_alone_beside_the_lock_as_in_the_image_build(tmp_path: Path) -> None:
+    """The sandbox image copies only these two files and runs the builder without sandq installed."""
+    for source in (Path(environment.__file__), default_lock()):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    done = subprocess.run(
+        [PYTHON, "-I", str(tmp_path / "environment.py"), "hash"], capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{env_hash(default_lock())}\n", "")
