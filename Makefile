@@ -4,11 +4,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := redis-server runsc python3-matplotlib python3-numpy procps
+APT_PACKAGES := redis-server runsc procps
 
-.PHONY: install system-deps venv run test test-fast lint typecheck docs bench clean check-adk-min
+.PHONY: install system-deps venv sandbox-env run test test-fast lint typecheck docs bench clean check-adk-min
 
-install: system-deps venv
+install: system-deps venv sandbox-env
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -27,6 +27,11 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -r requirements.lock -e ".[dev]"
 	touch $@
+
+# The libraries local sandboxes import (sandq/sandbox/sandbox-requirements.lock, plus
+# SANDQ_SANDBOX_EXTRA_REQUIREMENTS): built once per lock into SANDQ_SANDBOX_ENV_DIR, then only checked.
+sandbox-env: venv
+	$(BIN)/python -m sandq.sandbox.environment
 
 run: install
 	$(BIN)/python scripts/demo.py

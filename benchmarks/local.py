@@ -24,7 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandq import Client, ExecutionRequest, Settings, Status
-from sandq.sandbox.gvisor.bundle import Shape, oci_config, runner_dir, write_bundle
+from sandq.sandbox.gvisor.bundle import (
+    SANDBOX_PYTHON,
+    Shape,
+    oci_config,
+    runner_dir,
+    sandbox_env,
+    write_bundle,
+)
 from tests.conftest import RedisServer, WorkerProcess, make_settings
 
 CODE = "print(1)"
@@ -41,8 +48,8 @@ def cold_runsc(settings: Settings, workdir: Path, index: int) -> float:
     bundle = workdir / name
     request = ExecutionRequest(code=CODE)
     write_bundle(bundle, Shape.of(request), settings, name)
-    config = oci_config(Shape.of(request), settings, runner_dir(settings), name)
-    config["process"]["args"] = [settings.sandbox_python, "-c", CODE]
+    config = oci_config(Shape.of(request), settings, runner_dir(settings), name, sandbox_env(settings))
+    config["process"]["args"] = [SANDBOX_PYTHON, "-c", CODE]
     (bundle / "config.json").write_text(json.dumps(config))
     root = ["runsc", "--root", str(settings.runsc_root)]
     start = time.perf_counter()

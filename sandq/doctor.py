@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -11,7 +12,11 @@ from pathlib import Path
 import redis
 from kombu.utils.url import maybe_sanitize_url
 
+from sandq.sandbox import environment
 from sandq.settings import Settings
+
+_IMAGE_ENV_TAG = re.compile(r"env-([0-9a-f]{16})(?![0-9a-f])")
+"""How a sandbox image's tag names the hash of the environment it holds (``sandq-sandbox:env-<hash>``)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,50 @@ def check_runsc(settings: Settings) -> Check:
     return Check("runsc", True, f"{version} at {path}", required)
 
 
+def check_sandbox_env(settings: Settings) -> Check:
+    """The local sandbox environment is built, from the shipped lock and the extra requirements, for
+    the sandbox interpreter as it is now (needed only for the gvisor backend)."""
+    required = settings.backend == "gvisor"
+    try:
+        env = environment.location(settings)
+        manifest = environment.validate(
+            env, settings.sandbox_python, environment.default_lock(), settings.sandbox_extra_requirements
+        )
+    except environment.SandboxEnvError as error:
+        fix = "`make sandbox-env` or `sandq worker` builds it; remove a stale one first"
+        return Check("sandbox-env", False, f"{error}. {fix}", required)
+    detail = f"{manifest.hash} at {env}: Python {manifest.python_version}, {len(manifest.packages)} packages"
+    return Check("sandbox-env", True, detail, required)
+
+
+def check_sandbox_image(settings: Settings) -> Check:
+    """``SANDQ_IMAGE`` holds the environment of the same lock, as far as its tag (``env-<hash>``) tells."""
+    required = settings.backend == "kubernetes"
+    try:
+        expected = environment.env_hash(environment.default_lock(), settings.sandbox_extra_requirements)
+    except environment.SandboxEnvError as error:
+        return Check("sandbox-image", False, str(error), required)
+    tag = settings.image.rpartition("/")[2].partition("@")[0].partition(":")[2]
+    found = _IMAGE_ENV_TAG.search(tag)
+    if found is None:
+        return Check(
+            "sandbox-image",
+            False,
+            f"{settings.image} does not say which lock it was built from: tag it env-{expected} "
+            f"(docs/kubernetes.md), or check that its /opt/sandq-env/sandq-env.json says hash {expected}",
+            required=False,
+        )
+    if found.group(1) != expected:
+        return Check(
+            "sandbox-image",
+            False,
+            f"{settings.image} holds environment {found.group(1)}, this sandq's lock is {expected}: "
+            "rebuild and push the sandbox image (deploy/sandbox-image/Dockerfile)",
+            required,
+        )
+    return Check("sandbox-image", True, f"{settings.image} holds this lock's environment", required)
+
+
 def check_kubernetes(settings: Settings) -> Check:
     """A Kubernetes configuration can be loaded (needed only for the kubernetes backend)."""
     from kubernetes import config  # noqa: PLC0415
@@ -87,4 +136,10 @@ def check_kubernetes(settings: Settings) -> Check:
 
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in order."""
-    return [check_redis(settings), check_runsc(settings), check_kubernetes(settings)]
+    return [
+        check_redis(settings),
+        check_runsc(settings),
+        check_sandbox_env(settings),
+        check_sandbox_image(settings),
+        check_kubernetes(settings),
+    ]

@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     sandbox_python: str = Field(
         default="/usr/bin/python3", description="Interpreter inside the local sandbox."
     )
+    sandbox_env_dir: Path = Field(
+        default=Path("/var/lib/sandq/sandbox-env"),
+        description="Where the sandbox environment (the locked libraries) is built, one directory per hash.",
+    )
+    sandbox_extra_requirements: Path | None = Field(
+        default=None, description="Extra requirements file (wheels only) for the sandbox environment."
+    )
     warm_pool_size: int = Field(
         default=2,
         ge=0,

@@ -10,7 +10,8 @@ Commands:
 - ``sandq worker``: start a worker (Celery node ``sandq-<pid>@<host>``), with Prometheus metrics.
 - ``sandq healthcheck``: exit 0 if a worker of this host answers a ping (Kubernetes probes).
 - ``sandq janitor``: delete the Kubernetes Jobs that crashed workers left past their deadline.
-- ``sandq doctor``: check Redis, runsc and the Kubernetes configuration, and say how to fix each.
+- ``sandq doctor``: check Redis, runsc, the sandbox environment (local and the image's) and the
+  Kubernetes configuration, and say how to fix each.
 
 ``sandq --debug COMMAND`` (or ``SANDQ_DEBUG=1``) shows the traceback of any failure.
 
@@ -22,6 +23,7 @@ Exit codes (besides ``sandq run``'s status codes: 65, 70, 124, 125, 130, 137):
 2    bad command line
 66   an input file is missing or unreadable
 69   Redis is unreachable (the URL is shown without its password)
+71   the sandbox environment cannot be built or does not fit the settings (``SANDQ_BACKEND=gvisor``)
 72   no Kubernetes configuration (``SANDQ_BACKEND=kubernetes``, ``janitor``)
 73   an output file cannot be written
 77   Redis refused the user or password

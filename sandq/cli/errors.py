@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
 
     INPUT_FILE = 66  # EX_NOINPUT
     REDIS_UNREACHABLE = 69  # EX_UNAVAILABLE
+    SANDBOX_ENV = 71  # EX_OSERR
     KUBERNETES_CONFIG = 72  # EX_OSFILE
     OUTPUT_FILE = 73  # EX_CANTCREAT
     REDIS_REFUSED = 77  # EX_NOPERM
@@ -31,6 +32,7 @@ EXIT_CODES: dict[int, str] = {
     2: "bad command line",
     ExitCode.INPUT_FILE: "an input file is missing or unreadable",
     ExitCode.REDIS_UNREACHABLE: "Redis is unreachable",
+    ExitCode.SANDBOX_ENV: "the sandbox environment cannot be built or does not fit (SANDQ_BACKEND=gvisor)",
     ExitCode.KUBERNETES_CONFIG: "no Kubernetes configuration (SANDQ_BACKEND=kubernetes, janitor)",
     ExitCode.OUTPUT_FILE: "an output file cannot be written",
     ExitCode.REDIS_REFUSED: "Redis refused the user or password",

@@ -6,6 +6,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from sandq.cli.console import err
 from sandq.cli.errors import SEE_DOCTOR, CliError, ExitCode, invalid_setting
 from sandq.settings import Settings
 
@@ -46,3 +47,23 @@ def require_kubernetes(settings: Settings, who: str) -> None:
             f"{who} needs a Kubernetes configuration: {check.detail}.",
             SEE_DOCTOR,
         )
+
+
+def require_sandbox_env(settings: Settings) -> None:
+    """Build the sandbox environment that local sandboxes mount, if missing; fail unless it fits the
+    settings (the lock, the extra requirements, the interpreter). Never a sandbox without it."""
+    from sandq.sandbox import environment  # noqa: PLC0415
+
+    try:
+        target = environment.location(settings)
+        if not target.exists():
+            environment.probe(settings.sandbox_python)  # a wrong interpreter fails before the note
+            err.print(f"building the sandbox environment {target} (once per lock, about a minute)")
+        environment.ensure(settings)
+    except environment.SandboxEnvError as error:
+        raise CliError(
+            ExitCode.SANDBOX_ENV,
+            f"the sandbox environment is unusable: {error}.",
+            "Check SANDQ_SANDBOX_EXTRA_REQUIREMENTS and SANDQ_SANDBOX_PYTHON; a stale environment "
+            f"is rebuilt once removed (`make sandbox-env` builds it). {SEE_DOCTOR}",
+        ) from error

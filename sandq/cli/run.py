@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +51,12 @@ def run(
     mem_limit: Annotated[str, typer.Option(help="Memory limit, e.g. 512Mi.")] = "512Mi",
     cpu_limit: Annotated[str, typer.Option(help="CPU limit, e.g. 500m.")] = "500m",
     tenant: Annotated[str, typer.Option(help="Tenant the execution is billed to.")] = DEFAULT_TENANT,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--input", help="A file the program finds in its working directory, by its name (repeatable)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
     backend: Annotated[str | None, typer.Option(help="Backend for --dry-run: kubernetes.")] = None,
@@ -68,6 +75,7 @@ def run(
         "mem_limit": mem_limit,
         "cpu_limit": cpu_limit,
         "tenant": tenant,
+        "input_files": [_input_file(path) for path in inputs or []],
     }
     for field, limit in (("mem_requested", mem_limit), ("cpu_requested", cpu_limit)):
         default = ExecutionRequest.model_fields[field].default
@@ -105,6 +113,12 @@ def _dry_run(raw: dict[str, Any], backend: str | None) -> None:
         err.print(f"[bold]{Status.REJECTED.value}[/bold]: {error}", soft_wrap=True)
         raise typer.Exit(EXIT_CODES[Status.REJECTED]) from None
     typer.echo(dry_run_yaml(request, settings, uuid.uuid4().hex), nl=False)
+
+
+def _input_file(path: Path) -> dict[str, str]:
+    with reading(path):
+        content = path.read_bytes()
+    return {"name": path.name, "content": base64.b64encode(content).decode("ascii")}
 
 
 def _smaller(default: object, limit: str) -> str:

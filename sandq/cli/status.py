@@ -45,7 +45,7 @@ def status(
 
 
 def doctor() -> None:
-    """Check Redis, runsc and Kubernetes configuration; say what is missing and how to fix it."""
+    """Check Redis, runsc, the sandbox environment and the Kubernetes configuration; say how to fix each."""
     from sandq.doctor import run_checks  # noqa: PLC0415
 
     ok = True

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from sandq.cli.console import err
-from sandq.cli.preflight import redis_settings, require_kubernetes
+from sandq.cli.preflight import redis_settings, require_kubernetes, require_sandbox_env
 from sandq.settings import Settings
 
 NODE_PREFIX = "sandq"
@@ -52,6 +52,8 @@ def worker(
     from sandq.worker.metrics_server import serve_metrics  # noqa: PLC0415
 
     settings = redis_settings(ping=False)  # Celery waits for Redis to come up
+    if settings.backend == "gvisor":
+        require_sandbox_env(settings)  # built here once, before any sandbox is started
     if settings.backend == "kubernetes":
         require_kubernetes(settings, "SANDQ_BACKEND=kubernetes")
     # Kubernetes executions mostly wait on the shared watch: threads hold hundreds per process.

@@ -11,11 +11,13 @@ from __future__ import annotations
 import binascii
 import json
 import marshal
+import math
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from kubernetes.utils.quantity import parse_quantity
 from pydantic import ValidationError
 
 from sandq.contract import ExecutionRequest, SandboxReport
@@ -134,10 +136,12 @@ def input_key(index: int, prefix: str = "in") -> str:
 def runner_spec(
     request: ExecutionRequest, settings: Settings, code: str = CODE_FILE, inputs: str = "in"
 ) -> dict[str, object]:
-    """The limits the runner enforces inside the sandbox, and where its code and inputs are."""
+    """The limits the runner enforces inside the sandbox, where its code and inputs are, and how many
+    threads the libraries' pools may start (the CPU limit, rounded up)."""
     return {
         "code": code,
         "timeout_seconds": request.timeout_seconds,
+        "threads": max(1, math.ceil(parse_quantity(request.cpu_limit))),
         "max_output_bytes": request.max_output_bytes,
         "max_output_files": settings.max_output_files,
         "max_output_files_bytes": settings.max_output_files_bytes,

@@ -64,15 +64,37 @@ TIMED_OUT = "timed_out"
 OUTPUT_LIMIT = "output_limit_exceeded"
 DONE = "done"
 """Why ``pump`` stopped early: the deadline, a cap, or a reader that has all it wanted."""
+ENV_DIR = "/opt/sandq-env"
+"""Where the sandbox environment is (``sandq.sandbox.environment.MOUNT_POINT``): the libraries."""
+MPL_CONFIG_DIR = "/tmp/.matplotlib"
+_MPL_PREBUILT = ENV_DIR + "/sandq-mplconfig"
+_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""The thread pools of BLAS and OpenMP (numpy, scipy, scikit-learn, pyarrow), sized to the CPU limit."""
 _CHILD_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "PATH": ENV_DIR + "/bin:/usr/local/bin:/usr/bin:/bin",
     "HOME": "/tmp",
     "LANG": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
     "MPLBACKEND": "Agg",
-    "MPLCONFIGDIR": "/tmp/.matplotlib",
+    "MPLCONFIGDIR": MPL_CONFIG_DIR,
 }
+
+
+def _prepare_environment(spec: dict[str, Any]) -> None:
+    """Before the user's code: size the thread pools to the CPU limit, and give matplotlib the
+    environment's font cache and configuration.
+
+    matplotlib wants a writable ``MPLCONFIGDIR`` (a read-only one costs a warning and a
+    second of CPU rebuilding the font cache), so the prebuilt files are linked into it.
+    """
+    threads = str(spec.get("threads", 1))
+    _CHILD_ENV.update(dict.fromkeys(_THREAD_VARIABLES, threads))
+    with contextlib.suppress(OSError):  # no environment (an image without one), or an input took the name
+        names = os.listdir(_MPL_PREBUILT)
+        os.mkdir(MPL_CONFIG_DIR)
+        for name in names:
+            os.symlink(f"{_MPL_PREBUILT}/{name}", f"{MPL_CONFIG_DIR}/{name}")
 
 
 def _b64(data: bytes) -> str:
@@ -230,6 +252,7 @@ def run_in_process(job: Job) -> NoReturn:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     _stage_inputs(job.inputs)
+    _prepare_environment(job.spec)
     exit_code = _run_as_main(job.code)
     if os.getpid() != owner:
         os._exit(exit_code)
@@ -507,6 +530,7 @@ def run_forked(job: Job) -> dict[str, Any]:
     truncated, output files first, then the streams.
     """
     _stage_inputs(job.inputs)
+    _prepare_environment(job.spec)
     deadline = Deadline(float(job.spec["timeout_seconds"]))
     oom_before = _oom_kills()
     _block_signals()

@@ -6,11 +6,14 @@ runsc), and the simulated backend. Every group of cases is submitted at once; af
 group the worker must still be alive and serve a normal execution, and on Kubernetes no Job,
 Pod or ConfigMap may be left. Where the backends truly differ, a case says so (``local:``,
 with the reason). The simulated backend runs no code at all, so of the corpus only what never
-reaches a sandbox applies to it: rejected requests, and the worker's survival.
+reaches a sandbox applies to it: rejected requests, and the worker's survival. Both backends that
+run code have the same sandbox environment: every library of the lock imports, at the lock's
+version (the stand-in's pods mount the environment as the sandbox image holds it).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from sandq import Client, Settings, Status
+from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.broker.app import EXECUTE_TASK
 from sandq.contract import ExecutionResult, Submission
+from sandq.sandbox.environment import default_lock, pinned
 from sandq.validation import RequestRejected, validate_request
 from tests.conformance.corpus import (
     NORMAL,
@@ -46,6 +50,18 @@ REJECTED = [c.name for c in rejected_cases()]
 CASES = {c.name: c for c in load_cases()}
 RUNS_CODE = ["gvisor", "kubernetes"]
 BACKENDS = [*RUNS_CODE, "simulated"]
+IMPORT_EVERY_LIBRARY = """\
+import importlib, importlib.metadata as metadata
+modules = {}
+for module, dists in metadata.packages_distributions().items():
+    for dist in dists:
+        if module.isidentifier():
+            modules.setdefault(dist, []).append(module)
+for dist in sorted(modules):
+    imported = [importlib.import_module(m) for m in sorted(modules[dist])]
+    print(dist, metadata.version(dist), *(f"{m.__name__}={getattr(m, '__version__', '-')}" for m in imported))
+"""
+"""Imports every top-level module of every installed distribution; prints each one's version."""
 
 
 @dataclass
@@ -60,6 +76,16 @@ class Deployment:
     normal: dict[str, ExecutionResult | None] = field(default_factory=dict)
     alive: dict[str, bool] = field(default_factory=dict)
     leftovers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    _libraries: ExecutionResult | None = None
+
+    def libraries(self) -> ExecutionResult:
+        """The run of ``IMPORT_EVERY_LIBRARY`` (once per deployment)."""
+        if self._libraries is None:
+            request = ExecutionRequest(
+                code=IMPORT_EVERY_LIBRARY, cpu_limit="2", mem_limit="1Gi", timeout_seconds=600
+            )
+            self._libraries = self.client.run(request, timeout=900)
+        return self._libraries
 
     def run_corpus(self) -> None:
         """Every runnable group at once, then the worker's health (and on Kubernetes, what is left)."""
@@ -196,6 +222,35 @@ def test_backends_agree(deployments: Deployments) -> None:
         if CASES[name].local_expect is None and _summary(local.results[name]) != _summary(kube.results[name])
     }
     assert differ == {}
+
+
+# ---------------------------------------------------------------------------- the sandbox environment
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _imported(result: ExecutionResult) -> dict[str, str]:
+    """Distribution (normalised name) to version, from ``IMPORT_EVERY_LIBRARY``'s output."""
+    assert result.status is Status.SUCCEEDED, (result.status, result.error, result.stderr[-2000:])
+    return {_normalized(line.split()[0]): line.split()[1] for line in result.stdout.splitlines()}
+
+
+@pytest.mark.parametrize("backend", RUNS_CODE)
+def test_every_library_of_the_lock_imports_at_its_version(deployments: Deployments, backend: str) -> None:
+    result = deployments[backend].libraries()
+    locked = {_normalized(name): version for name, version in (p.split("==") for p in pinned(default_lock()))}
+    assert _imported(result) == locked  # nothing missing, nothing more (no host library)
+    assert result.stderr == ""
+    printed = {line.split()[0]: line.split()[2:] for line in result.stdout.splitlines()}
+    assert printed["scikit-learn"] == [f"sklearn={locked['scikit-learn']}"]
+    assert printed["pandas"] == [f"pandas={locked['pandas']}"]
+
+
+def test_gvisor_and_kubernetes_sandboxes_import_the_same_libraries(deployments: Deployments) -> None:
+    local, kube = (deployments[backend].libraries() for backend in RUNS_CODE)
+    assert local.stdout == kube.stdout and local.stdout.count("\n") == len(pinned(default_lock()))
 
 
 # ---------------------------------------------------------------------------- rejected, on every backend

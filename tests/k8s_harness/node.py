@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
+from sandq.sandbox import environment
 from sandq.sandbox.gvisor.bundle import Shape, oci_config
 from sandq.sandbox.runner import FRAME_BEGIN, FRAME_END
 from sandq.settings import Settings
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 KILLED = 137
 SANDBOX_KILLED = 128
-_PATH = "PATH=/usr/local/bin:/usr/bin:/bin"
+_PATH = f"PATH={environment.MOUNT_POINT}/bin:/usr/local/bin:/usr/bin:/bin"  # the sandbox image's
 HELD_OUTPUT = "held\n"
 IMAGE_BACKOFF_MAX = 300.0
 UNKNOWN = {"reason": "ContainerStatusUnknown", "exitCode": KILLED,
@@ -410,7 +411,8 @@ class Node:
         shape = Shape.of(ExecutionRequest(code="pass", mem_limit=limits.get("memory", "512Mi"),
                                           cpu_limit=limits.get("cpu", "1"), cpu_requested="1m",
                                           mem_requested="1Ki"))
-        config = oci_config(shape, Settings(), Path("/nonexistent"), pod.name)
+        env = environment.ensure(Settings())  # the sandbox image's environment, at /opt/sandq-env
+        config = oci_config(shape, Settings(), Path("/nonexistent"), pod.name, env)
         if cgroup is not None:
             config["linux"]["cgroupsPath"] = cgroup.runsc_path
             del config["linux"]["resources"]["memory"]

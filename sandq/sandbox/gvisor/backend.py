@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
 from sandq.sandbox.backend import Backend, InfrastructureFault
-from sandq.sandbox.gvisor.bundle import Shape
+from sandq.sandbox.gvisor.bundle import Shape, sandbox_env
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import Capture, LocalSandbox, sweep_orphans
 from sandq.sandbox.gvisor.streams import BOOT_SECONDS
@@ -40,7 +40,11 @@ class GVisorBackend(Backend):
         self.cold_starts = 0
 
     def start(self) -> None:
-        """Start the warm pool (if its size is not 0) and the periodic sweep of dead workers' sandboxes."""
+        """Start the warm pool (if its size is not 0) and the periodic sweep of dead workers' sandboxes.
+
+        Checks the sandbox environment first (``InfrastructureFault`` if it is unusable).
+        """
+        sandbox_env(self.settings)
         if self.settings.warm_pool_size and self.pool is None:
             shape = Shape.of(ExecutionRequest(code="pass"))
             self.pool = WarmPool(self.settings, shape, self.settings.warm_pool_size)

@@ -16,14 +16,29 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
+from sandq.sandbox import environment
+from sandq.sandbox.backend import InfrastructureFault
+from sandq.sandbox.environment import MOUNT_POINT
 from sandq.sandbox.protocol import MOUNT_DIR, RUNNER_FILE, runner_command, runner_source
 from sandq.settings import Settings
 
 SANDBOX_UID = 65534
 CPU_PERIOD_US = 100_000
-# System files, read-only; the /etc entries let matplotlib and fontconfig find their configuration.
-_HOST_READONLY = ("/usr", "/bin", "/lib", "/lib64", "/etc/alternatives", "/etc/matplotlibrc", "/etc/fonts")
-_ENV = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "LANG=C.UTF-8"]
+# System files, read-only: the interpreter and its standard library. The libraries (and
+# matplotlib's configuration) come from the sandbox environment, mounted at MOUNT_POINT.
+_HOST_READONLY = ("/usr", "/bin", "/lib", "/lib64", "/etc/alternatives")
+_ENV = [
+    f"PATH={MOUNT_POINT}/bin:/usr/local/bin:/usr/bin:/bin",
+    "HOME=/tmp",
+    "PYTHONDONTWRITEBYTECODE=1",
+    "LANG=C.UTF-8",
+]
+SANDBOX_PYTHON = f"{MOUNT_POINT}/bin/python3"
+"""The sandboxes' interpreter: the environment's, a link to ``settings.sandbox_python`` (which compiles
+the runner and validates the environment on the host)."""
+SHM_BYTES = 64 * 2**20
+"""Size of the sandbox's ``/dev/shm`` (as a container runtime gives a pod): joblib's and
+multiprocessing's semaphores live there."""
 RUNNER_BYTECODE_FILE = "runner.pyc"
 RUNNER_DIR_PREFIX = "runner-"
 _COMPILE_RUNNER = (
@@ -55,10 +70,14 @@ class Shape:
         return cls(request.cpu_limit, request.mem_limit)
 
 
-def oci_config(shape: Shape, settings: Settings, files_dir: Path, sandbox_name: str) -> dict[str, Any]:
+def oci_config(
+    shape: Shape, settings: Settings, files_dir: Path, sandbox_name: str, env_dir: Path
+) -> dict[str, Any]:
     """The ``config.json`` of one sandbox: read-only, unprivileged, limited, offline.
 
     Its runner waits for the job on stdin, so a sandbox can start before its request is known.
+    ``env_dir`` is the sandbox environment, mounted read-only at ``MOUNT_POINT``; the runner
+    and the user's code run its interpreter.
     """
     mem = int(parse_quantity(shape.mem_limit))
     cpu_quota = int(parse_quantity(shape.cpu_limit) * CPU_PERIOD_US)
@@ -75,7 +94,7 @@ def oci_config(shape: Shape, settings: Settings, files_dir: Path, sandbox_name: 
         "process": {
             "terminal": False,
             "user": {"uid": SANDBOX_UID, "gid": SANDBOX_UID},
-            "args": runner_command(settings.sandbox_python, "-", RUNNER_BYTECODE_FILE),
+            "args": runner_command(SANDBOX_PYTHON, "-", RUNNER_BYTECODE_FILE),
             "env": _ENV,
             "cwd": "/tmp",
             "capabilities": {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
@@ -88,12 +107,19 @@ def oci_config(shape: Shape, settings: Settings, files_dir: Path, sandbox_name: 
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
             {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "nodev", "noexec", f"size={SHM_BYTES}", "mode=1777"],
+            },
+            {
                 "destination": "/tmp",
                 "type": "tmpfs",
                 "source": "tmpfs",
                 "options": ["nosuid", "nodev", f"size={tmp_bytes}", "mode=1777"],
             },
             *(_bind(p) for p in host_ro),
+            _bind(MOUNT_POINT, str(env_dir)),
             _bind(MOUNT_DIR, str(files_dir)),
         ],
         "linux": {
@@ -146,6 +172,17 @@ def runner_dir(settings: Settings) -> Path:
 
 def write_bundle(bundle: Path, shape: Shape, settings: Settings, sandbox_name: str) -> None:
     """Write the bundle directory: ``config.json`` and an empty root; the runner comes from ``runner_dir``."""
+    env_dir = sandbox_env(settings)
     (bundle / "rootfs").mkdir(parents=True)
-    config = oci_config(shape, settings, runner_dir(settings), sandbox_name)
+    config = oci_config(shape, settings, runner_dir(settings), sandbox_name, env_dir)
     (bundle / "config.json").write_text(json.dumps(config))
+
+
+def sandbox_env(settings: Settings) -> Path:
+    """The sandbox environment the settings name, validated once per process (never built here:
+    ``sandq worker`` builds it at start). Unusable, it is an infrastructure fault: a sandbox never
+    falls back to the host's libraries."""
+    try:
+        return environment.ensure(settings, build_missing=False)
+    except environment.SandboxEnvError as error:
+        raise InfrastructureFault(f"the sandbox environment is unusable: {error}") from error

@@ -65,10 +65,11 @@ class Conversation:
 async def converse(
     executor: QueuedCodeExecutor,
     respond: Callable[[LlmRequest], str],
-    message: str = "go",
+    message: str | list[types.Part] = "go",
     state: dict[str, Any] | None = None,
 ) -> Conversation:
-    """Run one user message through an LlmAgent using ``executor``, to the end."""
+    """Run one user message (text, or parts such as an attached file) through an LlmAgent using
+    ``executor``, to the end."""
     model = ScriptedLlm(respond=respond)
     agent = LlmAgent(
         name="analyst",
@@ -81,7 +82,8 @@ async def converse(
         app_name=APP, user_id=USER, session_id=uuid.uuid4().hex, state=state
     )
     conversation = Conversation(runner, session.id, model)
-    content = types.Content(role="user", parts=[types.Part(text=message)])
+    parts = [types.Part(text=message)] if isinstance(message, str) else message
+    content = types.Content(role="user", parts=parts)
     async for event in runner.run_async(user_id=USER, session_id=session.id, new_message=content):
         conversation.events.append(event)
     return conversation

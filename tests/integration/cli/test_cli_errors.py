@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sandq import cli
 from sandq.cli.errors import EXIT_CODES, ExitCode
 from sandq.cli.failures import expected_failure
+from sandq.sandbox.environment import default_lock, env_hash
 from tests.conftest import free_port
 from tests.integration.cli.conftest import Done, Sandq
 from tests.integration.security.conftest import SecureRedis
@@ -106,6 +107,20 @@ def test_setting_that_is_not_json(sandq: Sandq) -> None:
 def test_kubernetes_worker_without_kubernetes_config(sandq: Sandq) -> None:
     proc = sandq("worker", env={"SANDQ_BACKEND": "kubernetes"})
     assert_clean(proc, ExitCode.KUBERNETES_CONFIG, "SANDQ_BACKEND=kubernetes", "SANDQ_KUBECONFIG_PATH")
+
+
+def test_worker_with_missing_extra_requirements_for_its_sandboxes(sandq: Sandq, tmp_path: Path) -> None:
+    proc = sandq("worker", env={"SANDQ_SANDBOX_EXTRA_REQUIREMENTS": str(tmp_path / "extra.txt")})
+    assert_clean(proc, ExitCode.SANDBOX_ENV, f"cannot read {tmp_path / 'extra.txt'}", "sandq doctor")
+
+
+def test_worker_with_a_stale_sandbox_environment(sandq: Sandq, tmp_path: Path) -> None:
+    """The environment dir of this lock's hash, left half-built: the worker stops, it builds nothing."""
+    envs = tmp_path / "envs"
+    (envs / env_hash(default_lock())).mkdir(parents=True)
+    proc = sandq("worker", env={"SANDQ_SANDBOX_ENV_DIR": str(envs)})
+    assert_clean(proc, ExitCode.SANDBOX_ENV, "sandbox environment is unusable", "sandq-env.json", "rebuilt")
+    assert sorted(p.name for p in envs.iterdir()) == [".build.lock", env_hash(default_lock())]  # no staging
 
 
 def test_janitor_without_kubernetes_config(sandq: Sandq, tmp_path: Path) -> None:

@@ -95,6 +95,14 @@ def test_a_job_carries_the_code_inputs_limits_and_marker() -> None:
     assert doc["spec"]["timeout_seconds"] == 7
     assert doc["spec"]["max_output_bytes"] == REQUEST.max_output_bytes
     assert doc["spec"]["max_output_files"] == SETTINGS.max_output_files
+    assert doc["spec"]["threads"] == 1  # the default 500m, rounded up
+
+
+@pytest.mark.parametrize(("cpu_limit", "threads"), [("100m", 1), ("1", 1), ("1500m", 2), ("2", 2)])
+def test_the_libraries_thread_pools_follow_the_cpu_limit(cpu_limit: str, threads: int) -> None:
+    request = REQUEST.model_copy(update={"cpu_limit": cpu_limit, "cpu_requested": "100m"})
+    (spec,) = [json.loads(v) for k, v in execution_files(request, SETTINGS).items() if k == "spec.json"]
+    assert spec["threads"] == threads
 
 
 def test_report_markers_are_fresh_and_not_the_pods() -> None:

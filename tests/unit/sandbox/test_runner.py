@@ -7,7 +7,11 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
+import pytest
+
+from sandq.sandbox import environment, runner
 from sandq.sandbox.runner import (
     DONE,
     DRAIN_SECONDS,
@@ -114,3 +118,38 @@ def test_once_the_process_exited_output_is_drained_for_a_bounded_time() -> None:
         stop.set()
     assert time.monotonic() - start < DRAIN_SECONDS + 1
     assert sink.data.startswith(b"orphan\n")
+
+
+def test_the_environment_is_where_the_host_mounts_it() -> None:
+    assert runner.ENV_DIR == environment.MOUNT_POINT
+    prebuilt = f"{environment.MOUNT_POINT}/{environment.MATPLOTLIB_DIR}"
+    assert prebuilt == runner._MPL_PREBUILT
+    assert runner._CHILD_ENV["PATH"].startswith(f"{environment.MOUNT_POINT}/bin:")
+
+
+def test_the_code_gets_the_prebuilt_matplotlib_files_and_sized_thread_pools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prebuilt = tmp_path / "env" / "sandq-mplconfig"
+    prebuilt.mkdir(parents=True)
+    (prebuilt / "fontlist-v1.json").write_text("{}")
+    (prebuilt / "matplotlibrc").write_text("backend: Agg\n")
+    config = tmp_path / "tmp" / ".matplotlib"
+    config.parent.mkdir()
+    monkeypatch.setattr(runner, "_MPL_PREBUILT", str(prebuilt))
+    monkeypatch.setattr(runner, "MPL_CONFIG_DIR", str(config))
+    monkeypatch.setattr(runner, "_CHILD_ENV", dict(runner._CHILD_ENV))
+    runner._prepare_environment({"threads": 2})
+    assert sorted(p.name for p in config.iterdir()) == ["fontlist-v1.json", "matplotlibrc"]
+    assert all(p.is_symlink() and p.resolve().parent == prebuilt for p in config.iterdir())
+    threads = {k: v for k, v in runner._CHILD_ENV.items() if k.endswith("_NUM_THREADS")}
+    assert threads == {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+def test_without_an_environment_the_code_still_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "_MPL_PREBUILT", str(tmp_path / "missing"))
+    monkeypatch.setattr(runner, "MPL_CONFIG_DIR", str(tmp_path / ".matplotlib"))
+    monkeypatch.setattr(runner, "_CHILD_ENV", dict(runner._CHILD_ENV))
+    runner._prepare_environment({"threads": 1})
+    assert not (tmp_path / ".matplotlib").exists()
+    assert runner._CHILD_ENV["OMP_NUM_THREADS"] == "1"

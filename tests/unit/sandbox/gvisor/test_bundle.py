@@ -1,4 +1,5 @@
-"""Local sandboxes get the runner compiled, by their own interpreter, so they never compile it."""
+"""Local sandboxes: the runner compiled by their own interpreter (so they never compile it), the
+sandbox environment mounted, and the OCI config that confines them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sandq.sandbox.gvisor.bundle import RUNNER_BYTECODE_FILE, Shape, oci_config, runner_dir, write_bundle
+import pytest
+
+from sandq.sandbox import environment
+from sandq.sandbox.backend import InfrastructureFault
+from sandq.sandbox.environment import MOUNT_POINT
+from sandq.sandbox.gvisor.bundle import (
+    RUNNER_BYTECODE_FILE,
+    SANDBOX_PYTHON,
+    SHM_BYTES,
+    Shape,
+    oci_config,
+    runner_dir,
+    write_bundle,
+)
 from sandq.sandbox.protocol import MOUNT_DIR, RUNNER_FILE, runner_source
 from sandq.sandbox.runner import FRAME_END
 from tests.conftest import make_settings
@@ -27,7 +41,9 @@ def test_bundle_ships_the_runner_compiled_for_the_sandbox_python(tmp_path: Path)
     assert shared == runner_dir(settings)
     assert sorted(p.name for p in shared.iterdir()) == [RUNNER_FILE, RUNNER_BYTECODE_FILE]
     runner = f"{MOUNT_DIR}/{RUNNER_BYTECODE_FILE}"
-    assert config["process"]["args"] == [settings.sandbox_python, "-I", runner, "-"]
+    assert config["process"]["args"] == [SANDBOX_PYTHON, "-I", runner, "-"]
+    env_python = Path(environment.location(settings), "bin", "python3")
+    assert env_python.resolve() == Path(settings.sandbox_python).resolve()  # its interpreter is the host's
     pyc = (shared / RUNNER_BYTECODE_FILE).read_bytes()
     magic = subprocess.run(
         [settings.sandbox_python, "-I", "-c", PRINT_MAGIC], capture_output=True, check=True
@@ -37,6 +53,23 @@ def test_bundle_ships_the_runner_compiled_for_the_sandbox_python(tmp_path: Path)
     assert code.co_filename == f"{MOUNT_DIR}/{RUNNER_FILE}"
     assert FRAME_END in code.co_consts
     assert compile(runner_source(), code.co_filename, "exec", dont_inherit=True).co_names == code.co_names
+
+
+def test_bundles_mount_the_validated_environment(tmp_path: Path) -> None:
+    settings = make_settings("redis://unused", tmp_path)
+    write_bundle(tmp_path / "sq-env", Shape("1", "256Mi"), settings, "sq-env")
+    mounts = json.loads((tmp_path / "sq-env" / "config.json").read_text())["mounts"]
+    (env,) = [m for m in mounts if m["destination"] == MOUNT_POINT]
+    assert env["source"] == str(environment.location(settings))
+    assert {"ro", "nosuid", "nodev"} <= set(env["options"])
+
+
+def test_without_its_environment_no_sandbox_starts(tmp_path: Path) -> None:
+    """A missing environment is an infrastructure fault: never a sandbox with the host's libraries."""
+    settings = make_settings("redis://unused", tmp_path, sandbox_env_dir=tmp_path / "no-envs")
+    with pytest.raises(InfrastructureFault, match="no sandbox environment"):
+        write_bundle(tmp_path / "sq-none", Shape("1", "256Mi"), settings, "sq-none")
+    assert not (tmp_path / "sq-none").exists()
 
 
 def test_bundles_share_one_runner_directory_written_once(tmp_path: Path) -> None:
@@ -55,7 +88,7 @@ def test_bundles_share_one_runner_directory_written_once(tmp_path: Path) -> None
 
 def _config(tmp_path: Path, shape: Shape = Shape("500m", "512Mi"), **overrides: object) -> dict[str, Any]:
     settings = make_settings("redis://unused", tmp_path, **overrides)
-    return oci_config(shape, settings, tmp_path / "files", "sq-unit")
+    return oci_config(shape, settings, tmp_path / "files", "sq-unit", tmp_path / "env")
 
 
 def test_the_shape_sets_the_cgroup_limits(tmp_path: Path) -> None:
@@ -69,8 +102,9 @@ def test_the_process_is_unprivileged_and_sees_no_host_environment(tmp_path: Path
     assert process["user"] == {"uid": 65534, "gid": 65534}
     assert all(caps == [] for caps in process["capabilities"].values())
     assert process["noNewPrivileges"] is True and process["terminal"] is False
-    names = {entry.split("=", 1)[0] for entry in process["env"]}
-    assert names == {"PATH", "HOME", "PYTHONDONTWRITEBYTECODE", "LANG"}
+    env = dict(entry.split("=", 1) for entry in process["env"])
+    assert set(env) == {"PATH", "HOME", "PYTHONDONTWRITEBYTECODE", "LANG"}
+    assert env["PATH"].split(":")[0] == f"{MOUNT_POINT}/bin"
     assert process["args"][-1] == "-"  # the job comes on stdin
 
 
@@ -96,3 +130,12 @@ def test_the_sandbox_has_its_own_namespaces_and_cgroup(tmp_path: Path) -> None:
     linux = _config(tmp_path)["linux"]
     assert {n["type"] for n in linux["namespaces"]} == {"pid", "network", "ipc", "uts", "mount"}
     assert linux["cgroupsPath"] == "/sandq/sq-unit"
+
+
+def test_the_environment_replaces_the_hosts_configuration_and_dev_shm_is_sized(tmp_path: Path) -> None:
+    mounts = {m["destination"]: m for m in _config(tmp_path)["mounts"]}
+    assert mounts[MOUNT_POINT]["source"] == str(tmp_path / "env") and "ro" in mounts[MOUNT_POINT]["options"]
+    assert not [d for d in mounts if d.startswith("/etc/") and d != "/etc/alternatives"]
+    shm = mounts["/dev/shm"]
+    assert shm["type"] == "tmpfs"
+    assert {f"size={SHM_BYTES}", "noexec", "nosuid", "nodev", "mode=1777"} <= set(shm["options"])
