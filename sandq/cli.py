@@ -6,13 +6,17 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
 from sandq.contract import DEFAULT_TENANT, ExecutionRequest, ExecutionResult, Status
+from sandq.gateway.cli import keys_app, serve
 from sandq.settings import Settings
+
+if TYPE_CHECKING:
+    from sandq.broker.output import OutputChunk
 
 app = typer.Typer(help="Run untrusted code in gVisor sandboxes through a Redis queue.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -99,6 +103,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the manifests it would create; contact nothing.")
     ] = False,
+    stream: Annotated[
+        bool, typer.Option(help="Print the output as the code writes it (not with --json).")
+    ] = True,
 ) -> None:
     """Run code through the queue and print its result; exit with the program's code."""
     from sandq.client.client import Client, ResultTimeout  # noqa: PLC0415
@@ -117,16 +124,23 @@ def run(
         _dry_run(raw, backend or Settings().backend)
         return
     client = Client.from_env()
+    live = stream and not as_json
+    seconds = wait if wait is not None else timeout + 120
     try:
-        handle = client.submit(raw)
-        result = handle.result(timeout=wait if wait is not None else timeout + 120)
+        result = client.run(raw, seconds, on_output=_print_chunk) if live else client.run(raw, seconds)
     except ResultTimeout as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(70) from None
     finally:
         client.close()
-    _print_result(result, as_json)
+    _print_result(result, as_json, printed=live)
     raise typer.Exit(exit_code_for(result))
+
+
+def _print_chunk(chunk: OutputChunk) -> None:
+    out = sys.stdout if chunk.stream == "stdout" else sys.stderr
+    out.write(chunk.data)
+    out.flush()
 
 
 def _dry_run(raw: dict[str, Any], backend: str) -> None:
@@ -158,12 +172,13 @@ def _smaller(default: object, limit: str) -> str:
         return str(default)  # the limit itself is invalid; validation names it
 
 
-def _print_result(result: ExecutionResult, as_json: bool) -> None:
+def _print_result(result: ExecutionResult, as_json: bool, printed: bool = False) -> None:
     if as_json:
         typer.echo(result.model_dump_json())
         return
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    if not printed:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
     if result.stdout_truncated or result.stderr_truncated:
         err.print("[yellow]output truncated at the limit[/yellow]")
     for f in result.output_files:
@@ -294,3 +309,7 @@ def healthcheck(
         err.print(f"worker {name} did not answer within {timeout} s")
         raise typer.Exit(1)
     typer.echo(json.dumps(replies))
+
+
+app.command()(serve)  # the gateway's commands (sandq.gateway.cli)
+app.add_typer(keys_app, name="keys")

@@ -99,6 +99,10 @@ class Keys:
         """Present once ``execution_id`` is cancelled."""
         return self._key("cancel", execution_id)
 
+    def output(self, execution_id: str) -> str:
+        """Stream of an execution's live output (``sandq.broker.output``)."""
+        return self._key("output", execution_id)
+
     @property
     def simulated_runs(self) -> str:
         """List of runs recorded by the simulated backend (benchmarks only)."""

@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
+from sandq.contract import check_tenant
 from sandq.gateway.redis_keys import GatewayKeys
 from sandq.gateway.settings import GatewaySettings
 
 TOKEN_PREFIX = "sq"  # noqa: S105 (the visible prefix of every key)
 _TOKEN_RE = re.compile(r"^sq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-_TENANT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # as ExecutionRequest.tenant
 _NO_DIGEST = "0" * 64
 
 
@@ -84,8 +84,7 @@ class ApiKeys:
 
     async def create(self, tenant: str) -> NewKey:
         """A new key for ``tenant``; its token is in the answer and nowhere else."""
-        if not _TENANT_RE.match(tenant):
-            raise ValueError("tenant must be a slug: lowercase letters, digits and '-', 1-63 chars")
+        check_tenant(tenant)
         key_id = secrets.token_hex(8)
         token = f"{TOKEN_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         record = ApiKey(key_id=key_id, tenant=tenant, created_at=datetime.now(UTC))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+BatchPart = Literal["", "ids", "unsent", "unfinished"]
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,19 @@ class GatewayKeys:
     def deliveries_due(self) -> str:
         """Sorted set of webhook deliveries scored by when they are next due (or their lease ends)."""
         return self._key("deliveries-due")
+
+    def batch(self, batch_id: str, part: BatchPart = "") -> str:
+        """A batch's keys. ``""``: hash of its tenant, total and callback, and of its ended executions
+        counted by status; ``ids``: list of its execution ids in request order; ``unsent``: list of
+        its requests (JSON, with their ids) not yet admitted to the queue; ``unfinished``: set of
+        its execution ids that have not ended."""
+        return self._key("batch", batch_id, part) if part else self._key("batch", batch_id)
+
+    def execution(self, execution_id: str) -> str:
+        """An execution submitted through the gateway (JSON): its tenant, streaming, callback, batch."""
+        return self._key("execution", execution_id)
+
+    def watched(self, what: Literal["callbacks", "batches-open"]) -> str:
+        """Sorted sets scored by when a gateway next looks at each member: ``callbacks``, the
+        executions whose result a webhook awaits; ``batches-open``, the batches not yet ended."""
+        return self._key(what)

@@ -24,6 +24,17 @@ class GatewaySettings(BaseSettings):
             " its HMAC and tenants' webhook secrets derive from it. Changing it revokes every key."
         ),
     )
+    poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often each gateway looks for ended executions with a callback and advances batches.",
+    )
+    batch_max_requests: int = Field(default=1000, ge=1, description="Most requests in one batch.")
+    redis_max_connections: int = Field(
+        default=1000,
+        ge=8,
+        description="Redis connections of one gateway; each open event stream holds one while it waits.",
+    )
     rate_limit: str = Field(
         default="20/second;600/minute",
         description="Requests per API key, in the notation of the `limits` library ('N/second;M/minute').",

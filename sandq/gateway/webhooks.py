@@ -24,7 +24,6 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from importlib.resources import files
 from typing import Any
 
 import httpx
@@ -32,7 +31,10 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
+from sandq.gateway.metrics import WEBHOOK_ATTEMPTS
+from sandq.gateway.records import of_tenant, parsed
 from sandq.gateway.redis_keys import GatewayKeys
+from sandq.gateway.scripts import claim_due
 from sandq.gateway.settings import GatewaySettings
 from sandq.gateway.ssrf import Target, TargetPolicy, TargetRefused
 from sandq.gateway.webhook_secrets import WebhookSecrets
@@ -40,7 +42,6 @@ from sandq.webhook_signature import signed_headers
 
 log = logging.getLogger(__name__)
 
-_CLAIM_LUA = files("sandq.gateway").joinpath("claim_due.lua").read_text("utf-8")
 _FOLLOWED_REDIRECTS = (307, 308)
 _RETRIED_STATUSES = (408, 429)
 _jitter = random.Random()  # noqa: S311 (spreads retries; not a secret)
@@ -114,7 +115,7 @@ class Webhooks:
             limits=httpx.Limits(max_keepalive_connections=0),
             headers={"user-agent": "sandq-webhooks"},
         )
-        self._claim = redis_client.register_script(_CLAIM_LUA)
+        self._claim = claim_due(redis_client)
 
     async def enqueue(
         self, tenant: str, url: str, event_type: str, data: Mapping[str, Any], delivery_id: str
@@ -138,13 +139,11 @@ class Webhooks:
         return delivery if created else (await self._load(delivery_id) or delivery)
 
     async def _load(self, delivery_id: str) -> Delivery | None:
-        raw = await self.redis.get(self.keys.delivery(delivery_id))
-        return None if raw is None else Delivery.model_validate_json(raw)
+        return parsed(await self.redis.get(self.keys.delivery(delivery_id)), Delivery)
 
     async def get(self, tenant: str, delivery_id: str) -> Delivery | None:
         """``tenant``'s delivery ``delivery_id``, or None (also for another tenant's)."""
-        delivery = await self._load(delivery_id)
-        return delivery if delivery is not None and delivery.tenant == tenant else None
+        return of_tenant(await self._load(delivery_id), tenant)
 
     async def deliver_due(self, most: int = 16) -> int:
         """Attempt (concurrently) up to ``most`` deliveries that are due; return how many."""
@@ -181,6 +180,7 @@ class Webhooks:
             return
         headers = signed_headers(await self.secrets.signing(delivery.tenant), delivery.id, delivery.body)
         self._record(delivery, await self._send(delivery.url, delivery.body, headers))
+        WEBHOOK_ATTEMPTS.labels(delivery.state.value).inc()
         kept = await self.redis.set(
             self.keys.delivery(delivery_id), delivery.model_dump_json(), xx=True, keepttl=True
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sandq.contract import MAX_CODE_BYTES, ExecutionRequest, ExecutionResult, File, Status
+from sandq.contract import MAX_CODE_BYTES, ExecutionRequest, ExecutionResult, File, Status, check_tenant
 from sandq.settings import Settings
 from sandq.validation import RequestRejected, validate_request
 
@@ -96,3 +96,20 @@ def test_status_values_are_the_documented_ones() -> None:
 def test_file_name_must_be_relative() -> None:
     with pytest.raises(ValidationError):
         File(name="/abs", content=b"")
+
+
+def test_the_wire_carries_stream_output_only_when_set() -> None:
+    """A worker of contract version 1 (no such field, extra fields forbidden) takes every other request."""
+    plain = ExecutionRequest(code="print(1)")
+    streaming = ExecutionRequest(code="print(1)", stream_output=True)
+    assert "stream_output" not in plain.wire()
+    assert streaming.wire()["stream_output"] is True
+    assert ExecutionRequest.model_validate(streaming.wire()) == streaming
+    assert ExecutionRequest.model_validate(plain.wire()) == plain
+
+
+def test_check_tenant_is_the_contracts_own() -> None:
+    assert check_tenant("acme-2") == "acme-2"
+    for bad in ("Acme", "-acme", "a" * 64, "", "a_b"):
+        with pytest.raises(ValueError, match="slug"):
+            check_tenant(bad)

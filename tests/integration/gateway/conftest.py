@@ -1,21 +1,31 @@
-"""Fixtures of the gateway tests: settings, an async Redis client, a local webhook receiver."""
+"""Fixtures of the gateway tests: settings, an async Redis client, a local webhook receiver, and the
+whole stack (Redis, a gVisor worker, ``sandq serve``)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import shutil
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from sandq.client.client import Client
 from sandq.gateway.settings import GatewaySettings
-from tests.conftest import RedisServer
+from sandq.settings import Settings
+from tests.conftest import REPO, RedisServer, WorkerProcess, free_port, make_settings, settings_env
 
 
 def gateway_settings(**overrides: object) -> GatewaySettings:
@@ -113,3 +123,84 @@ def receiver_factory() -> Iterator[type[Receiver]]:
     yield Started
     for receiver in started:
         receiver.close()
+
+
+# ---- the whole stack: real Redis, a real gVisor worker, `sandq serve` as a process ----------------
+
+TIGHT = "tight"
+"""A tenant allowed one running and one queued execution (the quota test)."""
+
+
+@dataclass
+class Stack:
+    """A running gateway in front of a running worker, and how to make keys for it."""
+
+    url: str
+    env: dict[str, str]
+    settings: Settings
+    log: Path
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sandq", *args], env=self.env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )
+
+    def new_key(self, tenant: str) -> str:
+        made = self.cli("keys", "create", "--tenant", tenant)
+        assert made.returncode == 0, made.stderr
+        return made.stdout.splitlines()[-1]
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if os.geteuid() != 0 or shutil.which("runsc") is None:
+        pytest.fail("the gateway's end-to-end tests need root and runsc: run `make test`")
+    base = tmp_path_factory.mktemp("gateway-stack")
+    settings = make_settings(
+        redis_server.url, base, warm_pool_size=1, concurrency=3,
+        tenant_overrides={TIGHT: {"max_in_flight": 1, "max_queued": 1}},
+    )
+    env = settings_env(settings)
+    env.update({
+        "SANDQ_GATEWAY_SECRET": secrets.token_hex(32),
+        "SANDQ_GATEWAY_RATE_LIMIT": "40/second;5000/minute",
+        "SANDQ_GATEWAY_WEBHOOK_ALLOW_HOSTS": '["localhost"]',
+        "SANDQ_GATEWAY_WEBHOOK_BACKOFF_SECONDS": "0.3",
+        "SANDQ_GATEWAY_WEBHOOK_POLL_SECONDS": "0.1",
+        "SANDQ_GATEWAY_POLL_SECONDS": "0.2",
+    })
+    client = Client(settings)
+    worker = WorkerProcess(settings, base / "worker.log")
+    port = free_port()
+    log = base / "gateway.log"
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "sandq", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
+    )
+    try:
+        worker.wait_ready(client)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert gateway.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield Stack(url, env, settings, log)
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(30)  # a prompt, clean shutdown is part of what is tested
+        finally:
+            if gateway.poll() is None:
+                gateway.kill()
+                gateway.wait()
+            worker.stop()
+            client.close()

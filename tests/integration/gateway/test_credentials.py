@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sandq.gateway.credentials import ApiKeys
-from tests.gateway.conftest import gateway_settings
+from tests.integration.gateway.conftest import gateway_settings
 
 
 @pytest.fixture

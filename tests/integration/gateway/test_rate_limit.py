@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from sandq.gateway.rate_limit import KeyRateLimiter, retry_after_header
 from tests.conftest import RedisServer
-from tests.gateway.conftest import gateway_settings
+from tests.integration.gateway.conftest import gateway_settings
 
 
 @pytest.fixture

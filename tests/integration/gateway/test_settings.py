@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from sandq.gateway.settings import GatewaySettings
-from tests.gateway.conftest import gateway_settings
+from tests.integration.gateway.conftest import gateway_settings
 
 
 def test_the_server_secret_is_required_and_long(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from sandq.gateway.ssrf import IPAddress, TargetPolicy, TargetRefused
 from sandq.gateway.webhooks import Delivery, DeliveryState, Webhooks
 from sandq.webhook_signature import verify
 from tests.conftest import free_port
-from tests.gateway.conftest import Answer, Receiver, gateway_settings
+from tests.integration.gateway.conftest import Answer, Receiver, gateway_settings
 
 MakeWebhooks = Callable[..., Webhooks]
 RESULT = {"id": "e1", "status": "succeeded", "stdout": "1\n"}
