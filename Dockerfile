@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The sandq worker image.
+# The sandq image: the worker (`sandq worker`) and the gateway (`sandq serve`, its extra included).
 #   docker build -t sandq-worker .                         # final stage "worker" (Kubernetes backend)
 #   docker build --target worker-gvisor -t sandq-worker:gvisor .   # adds runsc (local gVisor backend)
 # Sandbox images (what untrusted code runs in) are built from deploy/sandbox-image/.
@@ -16,7 +16,7 @@ WORKDIR /src
 # pyproject.toml names README.md as the package's readme: both are needed to build.
 COPY pyproject.toml README.md ./
 COPY sandq ./sandq
-RUN /opt/sandq/bin/pip install . \
+RUN /opt/sandq/bin/pip install ".[gateway]" \
  && /opt/sandq/bin/pip uninstall -y pip setuptools wheel
 
 # ---- runtime base: the venv, a non-root user, nothing else ----------------------
@@ -30,7 +30,7 @@ ENV PATH=/opt/sandq/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 WORKDIR /tmp
-EXPOSE 9808
+EXPOSE 9808 8080
 ENTRYPOINT ["sandq"]
 CMD ["worker"]
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sandq.broker.errors import QueueFull, SubmissionRefused, TenantQuotaExceeded
+    from sandq.broker.output import OutputChunk
     from sandq.client import Batch, BatchProgress, Client, ExecutionHandle, ResultTimeout
     from sandq.contract import ExecutionRequest, ExecutionResult, File, Status
     from sandq.settings import Settings
@@ -21,6 +22,7 @@ _EXPORTS = {
     "Client": "sandq.client",
     "ExecutionHandle": "sandq.client",
     "ResultTimeout": "sandq.client",
+    "OutputChunk": "sandq.broker.output",
     "ExecutionRequest": "sandq.contract",
     "ExecutionResult": "sandq.contract",
     "File": "sandq.contract",
@@ -39,6 +41,7 @@ __all__ = [
     "ExecutionRequest",
     "ExecutionResult",
     "File",
+    "OutputChunk",
     "QueueFull",
     "ResultTimeout",
     "Settings",

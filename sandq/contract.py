@@ -1,7 +1,8 @@
 """The wire contract: the request and result models every side imports.
 
 Everything that crosses Redis is one of these models, serialized as JSON.
-``CONTRACT_VERSION`` changes whenever a field changes meaning.
+``CONTRACT_VERSION`` changes whenever a field is added or changes meaning; version 2 added
+``ExecutionRequest.stream_output`` (a worker of version 1 rejects a request that sets it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 
 MAX_CODE_BYTES = 512 * 1024
 MAX_INPUT_FILES_BYTES = 768 * 1024
@@ -73,6 +74,13 @@ Base64Bytes = Annotated[
     PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str),
 ]
 """Bytes carried as base64 text in JSON (never pickle)."""
+
+
+def check_tenant(tenant: str) -> str:
+    """Accept only a tenant slug: lowercase letters, digits and '-', 1 to 63 characters."""
+    if not _TENANT_RE.match(tenant):
+        raise ValueError("tenant must be a slug: lowercase letters, digits and '-', 1-63 chars")
+    return tenant
 
 
 def check_quantity(value: str) -> str:
@@ -127,6 +135,8 @@ class ExecutionRequest(BaseModel):
     max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=1024, le=16 * 1024 * 1024)
     input_files: list[File] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
+    stream_output: bool = False
+    """Publish stdout and stderr while the code runs (``ExecutionHandle.stream``, the gateway's events)."""
 
     @field_validator("code")
     @classmethod
@@ -145,9 +155,7 @@ class ExecutionRequest(BaseModel):
     @field_validator("tenant")
     @classmethod
     def _tenant_slug(cls, tenant: str) -> str:
-        if not _TENANT_RE.match(tenant):
-            raise ValueError("tenant must be a slug: lowercase letters, digits and '-', 1-63 chars")
-        return tenant
+        return check_tenant(tenant)
 
     @field_validator("input_files")
     @classmethod
@@ -160,6 +168,11 @@ class ExecutionRequest(BaseModel):
         if total > MAX_INPUT_FILES_BYTES:
             raise ValueError(f"input files total {total} bytes; the maximum is {MAX_INPUT_FILES_BYTES}")
         return files
+
+    def wire(self) -> dict[str, object]:
+        """The request as it travels to workers (JSON); ``stream_output`` only when set, so that a
+        worker of contract version 1 still takes every request that does not stream."""
+        return self.model_dump(mode="json", exclude=None if self.stream_output else {"stream_output"})
 
     @model_validator(mode="after")
     def _fits_one_configmap(self) -> ExecutionRequest:

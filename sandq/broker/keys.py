@@ -69,3 +69,7 @@ class Keys:
     def cancel_marker(self, execution_id: str) -> str:
         """Present once ``execution_id`` is cancelled."""
         return self._key("cancel", execution_id)
+
+    def output(self, execution_id: str) -> str:
+        """Stream of an execution's live output (``sandq.broker.output``)."""
+        return self._key("output", execution_id)

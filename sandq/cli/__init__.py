@@ -47,6 +47,7 @@ from sandq.cli.failures import expected_failure
 from sandq.cli.run import EPILOG, run
 from sandq.cli.status import doctor, status
 from sandq.cli.worker import healthcheck, janitor, worker
+from sandq.gateway.cli import keys_app, serve
 
 
 class CleanErrors(TyperGroup):
@@ -92,5 +93,7 @@ app.command()(worker)
 app.command()(healthcheck)
 app.command()(janitor)
 app.command()(doctor)
+app.command()(serve)  # the gateway's (sandq.gateway.cli)
+app.add_typer(keys_app, name="keys")
 
 __all__ = ["app"]

@@ -3,8 +3,8 @@
 An exception is recognised by its type alone, never by its message:
 
 - ``CliError``: raised by the CLI's own checks (files, the Redis URL, the Kubernetes configuration);
-- pydantic's ``ValidationError`` of ``Settings`` (not of any other model) and pydantic-settings'
-  ``SettingsError``: an invalid ``SANDQ_`` variable;
+- pydantic's ``ValidationError`` of ``Settings`` or of the gateway's settings (not of any other
+  model) and pydantic-settings' ``SettingsError``: an invalid ``SANDQ_`` variable;
 - Redis and kombu connection, timeout and authentication errors, raised themselves or as the
   explicit cause (``raise ... from``) of what reached the command.
 
@@ -26,6 +26,8 @@ from redis.exceptions import NoPermissionError
 from sandq.cli.errors import SEE_DOCTOR, CliError, ExitCode, masked, shown
 from sandq.settings import Settings
 
+SETTINGS_PREFIXES = {Settings.__name__: "SANDQ_", "GatewaySettings": "SANDQ_GATEWAY_"}
+"""The settings models whose invalid values are the user's to fix, and their variables' prefix."""
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
 _REFUSED = (redis.AuthenticationError, NoPermissionError)
 
@@ -35,18 +37,19 @@ def expected_failure(error: Exception) -> CliError | None:
     if isinstance(error, CliError):
         return error
     if isinstance(error, ValidationError):
-        return _invalid_settings(error) if error.title == Settings.__name__ else None
+        prefix = SETTINGS_PREFIXES.get(error.title)
+        return _invalid_settings(error, prefix) if prefix else None
     if isinstance(error, SettingsError):
         return _unparsable_setting(error)
     return _redis_failure(error)
 
 
-def _invalid_settings(error: ValidationError) -> CliError:
+def _invalid_settings(error: ValidationError, prefix: str) -> CliError:
     """Each invalid setting named by its variable, with the rule it breaks."""
     problems, variables = [], []
     for item in error.errors():
         field, *inner = item["loc"]
-        variable = f"SANDQ_{str(field).upper()}"
+        variable = f"{prefix}{str(field).upper()}"
         where = f" ({'.'.join(map(str, inner))})" if inner else ""
         problems.append(f"{variable}{where}={shown(variable, item['input'])}: {item['msg']}")
         variables += [variable] if variable not in variables else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from sandq.cli.files import reading
 from sandq.cli.preflight import redis_settings
 from sandq.contract import DEFAULT_TENANT, ExecutionRequest, ExecutionResult, Status
 from sandq.settings import Settings
+
+if TYPE_CHECKING:
+    from sandq.broker.output import OutputChunk
 
 EXIT_CODES = {
     Status.TIMED_OUT: 124,
@@ -63,6 +66,9 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the manifests it would create; contact nothing.")
     ] = False,
+    stream: Annotated[
+        bool, typer.Option(help="Print the output as the code writes it (not with --json).")
+    ] = True,
 ) -> None:
     """Run code through the queue and print its result; exit with the program's code."""
     from sandq.client.client import Client, ResultTimeout  # noqa: PLC0415
@@ -84,16 +90,23 @@ def run(
         _dry_run(raw, backend)
         return
     client = Client(redis_settings())
+    live = stream and not as_json
+    seconds = wait if wait is not None else timeout + 120
     try:
-        handle = client.submit(raw)
-        result = handle.result(timeout=wait if wait is not None else timeout + 120)
+        result = client.run(raw, seconds, on_output=_print_chunk) if live else client.run(raw, seconds)
     except ResultTimeout as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(NO_RESULT_EXIT_CODE) from None
     finally:
         client.close()
-    _print_result(result, as_json)
+    _print_result(result, as_json, printed=live)
     raise typer.Exit(exit_code_for(result))
+
+
+def _print_chunk(chunk: OutputChunk) -> None:
+    out = sys.stdout if chunk.stream == "stdout" else sys.stderr
+    out.write(chunk.data)
+    out.flush()
 
 
 def _dry_run(raw: dict[str, Any], backend: str | None) -> None:
@@ -130,12 +143,13 @@ def _smaller(default: object, limit: str) -> str:
         return str(default)  # the limit itself is invalid; validation names it
 
 
-def _print_result(result: ExecutionResult, as_json: bool) -> None:
+def _print_result(result: ExecutionResult, as_json: bool, printed: bool = False) -> None:
     if as_json:
         typer.echo(result.model_dump_json())
         return
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    if not printed:  # streamed as it came
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
     if result.stdout_truncated or result.stderr_truncated:
         err.print("[yellow]output truncated at the limit[/yellow]")
     for f in result.output_files:

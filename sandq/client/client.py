@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,11 +25,17 @@ from sandq.broker.admission import Admission, Admitted
 from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, create_celery
 from sandq.broker.errors import SubmissionRefused
 from sandq.broker.keys import Keys
+from sandq.broker.output import OutputChunk
 from sandq.broker.routing import PRIORITY_VALUES, TENANT_QUEUE_COMMAND, Priority, queue_for
 from sandq.client.batch import Batch, RequestLike, Sent
+from sandq.client.stored import chunked, results_in, task_failed
+from sandq.client.streaming import follow
+from sandq.client.waiting import ResultTimeout, ResultWaiter
 from sandq.contract import ExecutionResult, Submission
 from sandq.settings import Settings
 from sandq.validation import RequestRejected, validate_request
+
+__all__ = ["Client", "ExecutionHandle", "OnOutput", "ResultTimeout"]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,6 @@ T = TypeVar("T")
 RECONNECT_SECONDS = 30.0
 """How long ``submit`` keeps retrying while Redis is unreachable (e.g. restarting)."""
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError)
-_CHUNK = 500
 
 
 def _reconnecting(call: Callable[[], T]) -> tuple[T, bool]:
@@ -64,25 +69,25 @@ def _rejected(execution_id: str, error: RequestRejected, at: datetime) -> Execut
     return ExecutionResult.rejected(execution_id, str(error), enqueued_at=at, finished_at=at)
 
 
-def _task_failed(execution_id: str, error: object) -> ExecutionResult:
-    """The result of an execution whose worker task raised instead of storing a result."""
-    return ExecutionResult.infrastructure_error(execution_id, f"the worker task failed: {error!r}")
-
-
-class ResultTimeout(TimeoutError):
-    """No result arrived within the wait; the execution may still finish later."""
-
-    def __init__(self, execution_id: str, timeout: float | None) -> None:
-        super().__init__(f"no result for {execution_id} within {timeout} s (is a worker running?)")
-        self.execution_id = execution_id
+OnOutput = Callable[[OutputChunk], None]
+"""Called with each chunk of stdout or stderr as the code writes it (``Client.run``)."""
 
 
 class ExecutionHandle:
-    """A submitted execution: its ``id`` and a way to wait for its result."""
+    """A submitted execution: its ``id`` and a way to wait for its result (or follow its output)."""
 
-    def __init__(self, client: Client, execution_id: str, done: ExecutionResult | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        execution_id: str,
+        done: ExecutionResult | None = None,
+        *,
+        streaming: bool = False,
+    ) -> None:
         self.client = client
         self.id = execution_id
+        self.streaming = streaming
+        """Whether the output is published while the code runs (submitted with ``stream=True``)."""
         self._done = done
 
     def result(self, timeout: float | None = None) -> ExecutionResult:
@@ -92,8 +97,32 @@ class ExecutionHandle:
         return self._done
 
     async def result_async(self, timeout: float | None = None) -> ExecutionResult:
-        """Await the result without blocking the event loop."""
-        return await asyncio.to_thread(self.result, timeout)
+        """Await the result without blocking the event loop (and without a thread).
+
+        Each call opens one pub/sub connection for its wait; to await many executions at once,
+        share one ``Client.result_waiter()``.
+        """
+        if self._done is None:
+            async with self.client.result_waiter() as waiter:
+                self._done = await waiter.wait(self.id, timeout)
+        return self._done
+
+    def stream(self, timeout: float | None = None) -> Iterator[OutputChunk | ExecutionResult]:
+        """Yield the output as the code writes it (``OutputChunk``: stream, data), then the result.
+
+        Needs the execution submitted with ``stream=True``. Raises ``ResultTimeout`` if it has
+        not ended within ``timeout`` seconds.
+        """
+        if not self.streaming:
+            raise ValueError("this execution was not submitted with stream=True: its output is not published")
+        if self._done is not None:
+            yield self._done
+            return
+        key = Keys(self.client.settings.queue).output(self.id)
+        for item in follow(self.client.redis, key, self, self.id, timeout):
+            if isinstance(item, ExecutionResult):
+                self._done = item
+            yield item
 
     def ready(self) -> bool:
         """True once the result is available."""
@@ -119,26 +148,36 @@ class Client:
         return cls(Settings())
 
     def submit(
-        self, request: RequestLike, *, execution_id: str | None = None, priority: Priority = "interactive"
+        self,
+        request: RequestLike,
+        *,
+        execution_id: str | None = None,
+        priority: Priority = "interactive",
+        stream: bool = False,
     ) -> ExecutionHandle:
         """Validate, admit and enqueue one request. An invalid one is answered ``rejected`` at once.
 
         Raises ``SubmissionRefused`` (``QueueFull``, ``TenantQuotaExceeded``), having enqueued
         nothing, at a cap on queued executions. Submitting an id that is still queued or
         running enqueues nothing more. ``interactive`` work goes ahead of ``batch`` work.
+        ``stream=True`` has the worker publish the output while the code runs
+        (``ExecutionHandle.stream``); it sets the request's ``stream_output``.
         """
         execution_id = execution_id or uuid.uuid4().hex
         enqueued_at = datetime.now(UTC)
         try:
             valid = validate_request(request, self.settings)
         except RequestRejected as error:
-            return ExecutionHandle(self, execution_id, _rejected(execution_id, error, enqueued_at))
+            rejected = _rejected(execution_id, error, enqueued_at)
+            return ExecutionHandle(self, execution_id, rejected, streaming=stream)
+        if stream and not valid.stream_output:
+            valid = valid.model_copy(update={"stream_output": True})
         submission = Submission(
-            id=execution_id, enqueued_at=enqueued_at, request=valid.model_dump(mode="json")
+            id=execution_id, enqueued_at=enqueued_at, request=valid.wire()
         )
         admitted, retried = _reconnecting(lambda: self.admission.admit(execution_id, valid.tenant))
         if admitted is Admitted.ALREADY and not retried:  # after a lost answer, it may be our own
-            return ExecutionHandle(self, execution_id)
+            return ExecutionHandle(self, execution_id, streaming=valid.stream_output)
         queue = queue_for(self.settings, valid.tenant)
         if admitted is Admitted.NEW_TENANT:
             self._announce_tenant(valid.tenant)
@@ -155,7 +194,7 @@ class Client:
         except BaseException:
             self.admission.withdraw(execution_id, valid.tenant)
             raise
-        return ExecutionHandle(self, execution_id)
+        return ExecutionHandle(self, execution_id, streaming=valid.stream_output)
 
     def _announce_tenant(self, tenant: str) -> None:
         """Have the workers of this base queue (only) consume a new tenant's queue at once."""
@@ -195,7 +234,7 @@ class Client:
             if admitted is Admitted.NEW_TENANT:
                 self._announce_tenant(valid.tenant)
             submission = Submission(
-                id=execution_id, enqueued_at=enqueued_at, request=valid.model_dump(mode="json")
+                id=execution_id, enqueued_at=enqueued_at, request=valid.wire()
             )
             by_tenant.setdefault(valid.tenant, []).append(submission.model_dump(mode="json"))
         for tenant, payloads in by_tenant.items():
@@ -249,28 +288,36 @@ class Client:
             raise ResultTimeout(execution_id, timeout) from None
         if isinstance(value, dict):
             return ExecutionResult.model_validate(value)
-        return _task_failed(execution_id, value)
+        return task_failed(execution_id, value)
 
     def ready_results(self, execution_ids: Sequence[str]) -> dict[str, ExecutionResult]:
         """The results already stored for ``execution_ids`` (those still running are left out)."""
         backend: Any = self.app.backend
         found: dict[str, ExecutionResult] = {}
-        for start in range(0, len(execution_ids), _CHUNK):
-            chunk = execution_ids[start : start + _CHUNK]
+        for chunk in chunked(execution_ids):
             raw = backend.mget([backend.get_key_for_task(i) for i in chunk])
-            for execution_id, value in zip(chunk, raw, strict=True):
-                if value is None:
-                    continue
-                meta: dict[str, Any] = backend.decode_result(value)
-                if meta.get("status") == "SUCCESS":
-                    found[execution_id] = ExecutionResult.model_validate(meta["result"])
-                elif meta.get("status") == "FAILURE":
-                    found[execution_id] = _task_failed(execution_id, meta.get("result"))
+            found.update(results_in(chunk, raw, backend.decode_result))
         return found
 
-    def run(self, request: RequestLike, timeout: float | None = None) -> ExecutionResult:
-        """Submit and wait for the result."""
-        return self.submit(request).result(timeout)
+    def result_waiter(self) -> ResultWaiter:
+        """An awaiter of results for async code, sharing one connection among its waits (``aclose`` it)."""
+        backend: Any = self.app.backend
+        return ResultWaiter(self.settings.redis_url, backend.get_key_for_task, backend.decode_result)
+
+    def run(
+        self, request: RequestLike, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> ExecutionResult:
+        """Submit and wait for the result; ``on_output(chunk)`` receives the output as it is written."""
+        if on_output is None:
+            return self.submit(request).result(timeout)
+        result = None
+        for item in self.submit(request, stream=True).stream(timeout):
+            if isinstance(item, ExecutionResult):
+                result = item
+            else:
+                on_output(item)
+        assert result is not None, "a stream ends with its result"
+        return result
 
     async def run_async(self, request: RequestLike, timeout: float | None = None) -> ExecutionResult:
         """Submit and await the result without blocking the event loop."""

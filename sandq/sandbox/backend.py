@@ -17,6 +17,9 @@ from sandq.settings import Settings
 
 OnResult = Callable[[str, SandboxReport], None]
 """Called with each execution's id and report as it ends (``Backend.run_batch``)."""
+OnOutput = Callable[[str, bytes], None]
+"""Called with "stdout" or "stderr" and the bytes the program wrote there, as they are read
+(``Backend.run``): the program's own output only, never the runner's report."""
 
 BACKENDS: dict[str, str] = {
     "gvisor": "sandq.sandbox.gvisor.backend:GVisorBackend",
@@ -38,10 +41,17 @@ class Backend(ABC):
     """Whether ``run_batch`` runs many executions as one cluster object (Kubernetes Indexed Jobs).
     Otherwise the worker sends each execution of a batch on as a message of its own, so that the
     executions run in parallel and hold their in-flight slots only while they run."""
+    streams_output: ClassVar[bool] = False
+    """Whether ``run`` calls ``on_output`` while the code runs (else the worker passes none)."""
 
     @abstractmethod
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
-        """Run ``request`` to completion; raise ``InfrastructureFault`` on system failure."""
+    def run(
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+    ) -> SandboxReport:
+        """Run ``request`` to completion; raise ``InfrastructureFault`` on system failure.
+
+        ``on_output(stream, data)``, if given, receives the program's output as it is read.
+        """
 
     def run_batch(self, items: list[tuple[str, ExecutionRequest]], on_result: OnResult) -> None:
         """Run many requests together; ``on_result(id, report)`` as each ends (``runs_batches`` only)."""

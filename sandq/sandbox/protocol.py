@@ -188,9 +188,11 @@ def report_marker() -> str:
     """A fresh marker for the report of one local job, which the program cannot guess in advance.
 
     The program's own stdout comes before it; the program can only fake its own report
-    by reading the marker out of the runner's memory on purpose.
+    by reading the marker out of the runner's memory on purpose. It starts with a NUL byte,
+    which text never ends with, so that streaming holds back none of the program's text while
+    it waits to see whether the marker follows (``sandq.sandbox.gvisor.streams``).
     """
-    return f"\n=====SANDQ-REPORT-{secrets.token_hex(16)}=====\n"
+    return f"\x00=====SANDQ-REPORT-{secrets.token_hex(16)}=====\n"
 
 
 def job_document(request: ExecutionRequest, settings: Settings, marker: str) -> bytes:

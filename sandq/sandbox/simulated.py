@@ -15,7 +15,7 @@ import redis
 
 from sandq.broker.keys import Keys
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
-from sandq.sandbox.backend import Backend
+from sandq.sandbox.backend import Backend, OnOutput
 from sandq.settings import Settings
 
 
@@ -31,8 +31,10 @@ class SimulatedLatencyBackend(Backend):
         self._running: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
-        """Sleep for the run time, or until cancelled; record the run."""
+    def run(
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+    ) -> SandboxReport:
+        """Sleep for the run time, or until cancelled; record the run (it prints nothing to stream)."""
         seconds = float(request.labels.get("simulated_seconds", self.settings.simulated_run_seconds))
         stop = threading.Event()
         with self._lock:

@@ -5,8 +5,8 @@ takes an in-flight slot. A single execution that a cap refuses is parked in its 
 and its message ends storing nothing: a hand-off sends it again, marked with a token, once it
 holds a slot. A batch's refused executions go back as a message of their own. An
 infrastructure fault is retried (``max_retries``); the user's code never is. Each task stores
-its results itself, under each execution's id. Per-process state lives in
-``sandq.worker.process``.
+its results itself, under each execution's id, then ends the execution's live output if it
+asked for one (``sandq.broker.output``). Per-process state lives in ``sandq.worker.process``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from celery import Task
 from pydantic import ValidationError
 
 from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, celery_app
+from sandq.broker.keys import Keys
+from sandq.broker.output import OutputPublisher, end_output
 from sandq.broker.routing import Priority, priority_of
 from sandq.broker.slots import Parked, Verdict
 from sandq.contract import ExecutionRequest, ExecutionResult, SandboxReport, Submission
@@ -55,7 +57,7 @@ def execute_task(
         if passage is Verdict.ACQUIRED:
             passage = _run(self, process, submission, retries)
     if isinstance(passage, ExecutionResult):
-        return _store(passage)
+        return _finish(process, submission, passage)
     return None  # parked (it comes back when handed a slot), or a duplicate
 
 
@@ -83,7 +85,7 @@ def execute_indexed_task(self: Task[Any, Any], payloads: list[dict[str, Any]]) -
         for submission in submissions:
             passage = _through_gates(process, submission, held)
             if isinstance(passage, ExecutionResult):
-                _store(passage)
+                _finish(process, submission, passage)
             elif passage is Verdict.ACQUIRED:
                 runnable[submission.id] = submission
             else:
@@ -99,10 +101,12 @@ def execute_indexed_task(self: Task[Any, Any], payloads: list[dict[str, Any]]) -
                 items.append((submission.id, validate_request(submission.request, settings)))
             except RequestRejected as error:
                 at = submission.enqueued_at
-                _store(ExecutionResult.rejected(submission.id, str(error), enqueued_at=at))
+                rejected = ExecutionResult.rejected(submission.id, str(error), enqueued_at=at)
+                _finish(process, submission, rejected)
 
         def on_result(execution_id: str, report: SandboxReport) -> None:
-            _store(_result(runnable[execution_id], process, 1, report))
+            submission = runnable[execution_id]
+            _finish(process, submission, _result(submission, process, 1, report))
 
         process.started_backend().run_batch(items, on_result)
     return {"executions": len(items), "requeued": len(refused)}
@@ -140,8 +144,13 @@ def _run(task: Task[Any, Any], process: Process, submission: Submission, retries
     except RequestRejected as error:
         return ExecutionResult.rejected(submission.id, str(error), enqueued_at=submission.enqueued_at)
     attempt = retries + 1
+    backend = process.started_backend()
+    publisher = _publisher(process, submission.id, request) if backend.streams_output else None
     try:
-        report = process.started_backend().run(submission.id, request)
+        if publisher is None:  # the Kubernetes backend does not take on_output yet
+            report = backend.run(submission.id, request)
+        else:
+            report = backend.run(submission.id, request, publisher)
     except InfrastructureFault as fault:
         if retries < settings.max_retries:
             log.warning("infrastructure fault on %s, retrying: %s", submission.id, fault)
@@ -150,7 +159,19 @@ def _run(task: Task[Any, Any], process: Process, submission: Submission, retries
     except Exception as error:  # a bug must not take the worker down or lose the result
         log.exception("execution %s failed inside the worker", submission.id)
         return _failed(submission, process, attempt, f"internal error: {error!r}")
+    finally:
+        if publisher is not None:
+            publisher.close()
     return _result(submission, process, attempt, report)
+
+
+def _publisher(process: Process, execution_id: str, request: ExecutionRequest) -> OutputPublisher | None:
+    """A publisher of the execution's live output, if its request asked for one."""
+    if not request.stream_output:
+        return None
+    key = Keys(process.settings.queue).output(execution_id)
+    ttl = process.settings.result_ttl_seconds
+    return OutputPublisher(process.redis, key, cap=request.max_output_bytes, ttl_seconds=ttl)
 
 
 def _result(submission: Submission, process: Process, attempt: int, report: SandboxReport) -> ExecutionResult:
@@ -169,6 +190,15 @@ def _failed(submission: Submission, process: Process, attempt: int, reason: str)
 
 def _retry_delay(retries: int) -> float:
     return float(min(2 ** (retries + 1), 30))
+
+
+def _finish(process: Process, submission: Submission, result: ExecutionResult) -> dict[str, Any]:
+    """Store ``result``; then write the end of its live output if the request asked for one."""
+    document = _store(result)
+    if submission.request.get("stream_output") is True:
+        key, ttl = Keys(process.settings.queue).output(result.id), process.settings.result_ttl_seconds
+        end_output(process.redis, key, result.status, ttl)
+    return document
 
 
 def _store(result: ExecutionResult) -> dict[str, Any]:

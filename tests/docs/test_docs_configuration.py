@@ -1,4 +1,5 @@
-"""docs/configuration.md lists every setting of ``sandq.Settings`` once, with its true default."""
+"""docs/configuration.md lists every setting of ``sandq.Settings`` once, with its true default;
+docs/gateway.md every setting of the gateway's ``GatewaySettings``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import re
 from pathlib import Path
 
 from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
 
+from sandq.gateway.settings import GatewaySettings
 from sandq.settings import Settings
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+GATEWAY_PAGE = PAGE.with_name("gateway.md")
 ROW = re.compile(r"^\| `(SANDQ_[A-Z0-9_]+)` \| ([^|]*) \|", re.M)
 
 
@@ -23,7 +27,10 @@ def documented(text: str) -> dict[str, list[str]]:
 
 
 def shown(field: FieldInfo) -> str:
-    """How the page shows a field's default: a code span of its value, or ``unset`` for None."""
+    """How the page shows a field's default: a code span of its value, ``unset`` for None,
+    ``required`` for none at all."""
+    if field.is_required():
+        return "required"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "unset"
@@ -38,12 +45,13 @@ def shown(field: FieldInfo) -> str:
     return f"`{text}`"
 
 
-def problems(text: str) -> list[str]:
-    """Every disagreement between the page's tables and ``Settings``' fields."""
+def problems(text: str, settings: type[BaseSettings] = Settings) -> list[str]:
+    """Every disagreement between the page's tables and the fields of ``settings``."""
     rows = documented(text)
     found: list[str] = []
-    for field_name, field in Settings.model_fields.items():
-        variable = f"SANDQ_{field_name.upper()}"
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    for field_name, field in settings.model_fields.items():
+        variable = f"{prefix}{field_name.upper()}"
         cells = rows.pop(variable, [])
         if len(cells) != 1:
             found.append(f"{variable}: {len(cells)} rows, expected 1")
@@ -55,6 +63,14 @@ def problems(text: str) -> list[str]:
 
 def test_every_setting_is_documented_with_its_default() -> None:
     assert problems(PAGE.read_text()) == []
+
+
+def test_every_gateway_setting_is_documented_with_its_default() -> None:
+    assert problems(GATEWAY_PAGE.read_text(), GatewaySettings) == []
+    row = "| `SANDQ_GATEWAY_SECRET` | required |"
+    wrong = GATEWAY_PAGE.read_text().replace(row, row.replace("required", "`x`"))
+    expected = "SANDQ_GATEWAY_SECRET: default `x`, but Settings says required"
+    assert problems(wrong, GatewaySettings) == [expected]
 
 
 def test_check_catches_a_missing_a_wrong_and_an_unknown_setting() -> None:

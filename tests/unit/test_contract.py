@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sandq.contract import MAX_CODE_BYTES, ExecutionRequest, ExecutionResult, File, Status
+from sandq.contract import MAX_CODE_BYTES, ExecutionRequest, ExecutionResult, File, Status, check_tenant
 from sandq.settings import Settings
 from sandq.validation import RequestRejected, validate_request
 
@@ -120,3 +120,19 @@ def test_code_and_inputs_fit_one_configmap_with_the_runner() -> None:
     with pytest.raises(RequestRejected, match="input_files"):
         validate_request({"code": code, "input_files": [f.model_dump(mode="json") for f in one_more]},
                          Settings())
+
+def test_the_wire_carries_stream_output_only_when_set() -> None:
+    """A worker of contract version 1 (no such field, extra fields forbidden) takes every other request."""
+    plain = ExecutionRequest(code="print(1)")
+    streaming = ExecutionRequest(code="print(1)", stream_output=True)
+    assert "stream_output" not in plain.wire()
+    assert streaming.wire()["stream_output"] is True
+    assert ExecutionRequest.model_validate(streaming.wire()) == streaming
+    assert ExecutionRequest.model_validate(plain.wire()) == plain
+
+
+def test_check_tenant_is_the_contracts_own() -> None:
+    assert check_tenant("acme-2") == "acme-2"
+    for bad in ("Acme", "-acme", "a" * 64, "", "a_b"):
+        with pytest.raises(ValueError, match="slug"):
+            check_tenant(bad)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
-from sandq.sandbox.backend import Backend, InfrastructureFault
+from sandq.sandbox.backend import Backend, InfrastructureFault, OnOutput
 from sandq.sandbox.gvisor.bundle import Shape, sandbox_env
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import Capture, LocalSandbox, sweep_orphans
@@ -25,6 +25,7 @@ class GVisorBackend(Backend):
     """Runs each request in its own sandbox: a warm one of the default shape, else a cold one."""
 
     name = "gvisor"
+    streams_output = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -63,14 +64,16 @@ class GVisorBackend(Backend):
         self.cold_starts += 1
         return LocalSandbox(self.settings, shape)
 
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+    def run(
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+    ) -> SandboxReport:
         """Run ``request`` in a sandbox used for nothing else, then remove every trace of it."""
         if self.pool is None:
-            return self._run(execution_id, request)
+            return self._run(execution_id, request, on_output)
         with self.pool.busy():  # the pool refills only between executions
-            return self._run(execution_id, request)
+            return self._run(execution_id, request, on_output)
 
-    def _run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+    def _run(self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None) -> SandboxReport:
         try:
             sandbox = self._sandbox_for(request)
         except OSError as error:
@@ -86,6 +89,7 @@ class GVisorBackend(Backend):
                 marker,
                 (request.max_output_bytes, self._report_cap()),
                 request.timeout_seconds,
+                on_output,
             )
         finally:
             with self._lock:
@@ -105,14 +109,20 @@ class GVisorBackend(Backend):
         )
 
     def cancel(self, execution_id: str) -> bool:
-        """Kill the sandbox of a running execution; it ends as ``cancelled``."""
+        """Kill the sandbox of a running execution; it ends as ``cancelled``.
+
+        False while runsc has not created the sandbox yet (a cold start): the caller tries again.
+        """
         with self._lock:
             sandbox = self._running.get(execution_id)
             if sandbox is None:
                 return False
             self._cancelled.add(execution_id)
-        sandbox.kill()
-        return True
+        if sandbox.kill():
+            return True
+        with self._lock:
+            self._cancelled.discard(execution_id)
+        return False
 
     def sweep(self) -> None:
         """Remove sandboxes whose owning worker process is gone."""

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+from sandq.sandbox.backend import OnOutput
 from sandq.sandbox.gvisor.bundle import Shape, write_bundle
 from sandq.sandbox.gvisor.streams import Streams, read_streams
 from sandq.sandbox.protocol import READY
@@ -66,12 +67,20 @@ class LocalSandbox:
         """True while the sandbox has not exited."""
         return self.proc.poll() is None
 
-    def execute(self, job: bytes, marker: str, caps: tuple[int, int], timeout: float) -> Capture:
+    def execute(
+        self,
+        job: bytes,
+        marker: str,
+        caps: tuple[int, int],
+        timeout: float,
+        on_output: OnOutput | None = None,
+    ) -> Capture:
         """Hand the job over and read what comes out, killing the sandbox at the deadline or a cap.
 
         ``caps`` are the program's per-stream cap and the report's. Returns as soon as
         the report is complete; the sandbox may still be tearing down (``remove`` waits
         for it). Without a report, waits for the exit code, which tells what happened.
+        ``on_output(stream, data)`` sees the program's output as it is read.
         """
         assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
         threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
@@ -84,14 +93,15 @@ class LocalSandbox:
             timeout=timeout,
             started=self._ready,
             exited=lambda: self.proc.poll() is not None,
+            on_output=on_output,
         )
         if streams.stop is not None:
             self.kill()
         return Capture(streams, self.proc.poll() if streams.report is not None else self.proc.wait())
 
-    def kill(self) -> None:
-        """Kill every process in the sandbox."""
-        runsc(self.settings, "kill", "--all", self.name, "KILL")
+    def kill(self) -> bool:
+        """Kill every process in the sandbox; False if runsc knows no such sandbox (not yet, or no more)."""
+        return runsc(self.settings, "kill", "--all", self.name, "KILL").returncode == 0
 
     def remove(self) -> None:
         """Stop the sandbox if it still runs, and remove every trace of it."""

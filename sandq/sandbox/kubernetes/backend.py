@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
-from sandq.sandbox.backend import Backend, InfrastructureFault, OnResult
+from sandq.sandbox.backend import Backend, InfrastructureFault, OnOutput, OnResult
 from sandq.sandbox.kubernetes.api import KubeApi
 from sandq.sandbox.kubernetes.creating import LaunchRejected, launch, launch_objects
 from sandq.sandbox.kubernetes.indexed import plan
@@ -47,8 +47,13 @@ class KubernetesBackend(Backend):
         self._running: set[str] = set()
         self._lock = threading.Lock()
 
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
-        """Run ``request`` as a Job; raise ``InfrastructureFault`` if the API stays unreachable."""
+    def run(
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+    ) -> SandboxReport:
+        """Run ``request`` as a Job; raise ``InfrastructureFault`` if the API stays unreachable.
+
+        The output comes with the result only (``streams_output`` is False: ``on_output`` is unused).
+        """
         self.watch.start()
         started = now()
         try:

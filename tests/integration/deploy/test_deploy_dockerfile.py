@@ -50,7 +50,7 @@ def test_worker_image() -> None:
     assert "sandq" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     text = dockerfile.read_text()
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
-    assert re.search(r"pip install \.", text)
+    assert re.search(r'pip install "\.\[gateway\]"', text), "one image: `sandq worker` and `sandq serve`"
     assert "useradd --system --uid 10001" in text
 
 

@@ -60,7 +60,7 @@ def test_gke_apiserver_is_one_address() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_redis_accepts_workers_agents_and_keda_only(overlay: str) -> None:
+def test_redis_accepts_workers_the_gateway_agents_and_keda_only(overlay: str) -> None:
     objects = render(overlay)
     policy = one(objects, "NetworkPolicy", "redis")
     assert selects(policy["spec"]["podSelector"], pod_labels(objects, "StatefulSet", "redis"))
@@ -68,9 +68,11 @@ def test_redis_accepts_workers_agents_and_keda_only(overlay: str) -> None:
     assert not policy["spec"].get("egress"), "Redis opens no connections"
     (rule,) = policy["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
-    workers, agents, keda = rule["from"]
+    workers, gateway, agents, keda = rule["from"]
     assert list(workers) == ["podSelector"]
     assert selects(workers["podSelector"], pod_labels(objects, "Deployment", "sandq-worker"))
+    assert list(gateway) == ["podSelector"]
+    assert selects(gateway["podSelector"], pod_labels(objects, "Deployment", "sandq-gateway"))
     assert agents == {"namespaceSelector": {}, "podSelector": {"matchLabels": {CLIENT_LABEL: "true"}}}
     assert keda["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "keda"}
     assert keda["podSelector"]["matchLabels"] == {"app": "keda-operator"}

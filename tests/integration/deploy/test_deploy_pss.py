@@ -104,8 +104,11 @@ def test_pod_templates_are_found() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize(("kind", "name"), [("Deployment", "sandq-worker"), ("StatefulSet", "redis")])
-def test_worker_and_redis_pass_restricted(overlay: str, kind: str, name: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("Deployment", "sandq-worker"), ("Deployment", "sandq-gateway"), ("StatefulSet", "redis")],
+)
+def test_worker_gateway_and_redis_pass_restricted(overlay: str, kind: str, name: str) -> None:
     obj = one(render(overlay), kind, name)
     assert check(obj, "baseline") == []
     assert check(obj, "restricted") == []
@@ -122,6 +125,6 @@ def test_every_pod_passes_its_namespace_level(overlay: str) -> None:
     assert levels[SANDBOX_NAMESPACE] == "restricted"
     assert levels[WORKER_NAMESPACE] in {"baseline", "restricted"}
     workloads = [o for o in objects if runs_pods(o)]
-    assert len(workloads) == 2
+    assert len(workloads) == 3
     for obj in workloads:
         assert check(obj, levels[obj["metadata"]["namespace"]]) == [], obj["metadata"]["name"]

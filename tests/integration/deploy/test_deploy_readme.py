@@ -26,6 +26,8 @@ from manifests import (
 GKE_OVERLAY = "deploy/overlays/gke"
 EXTERNAL_NAMESPACES = {"keda"}  # installed by the guide, not by the overlay
 KINDS = {"deployment": "Deployment", "statefulset": "StatefulSet", "scaledobject": "ScaledObject"}
+SECRETS = {REDIS_SECRET: "password", "sandq-gateway": "secret"}
+"""The Secrets the overlay reads but never holds, and their keys."""
 
 
 def _flag(words: list[str], *names: str) -> list[str]:
@@ -64,10 +66,10 @@ def guide_problems(guide: str, objects: list[dict]) -> list[str]:
                     problems.append(f"unknown service account {user!r}")
             if "secret" in words and "generic" in words:
                 name = words[words.index("generic") + 1]
-                if (name, _flag(words, "-n", "--namespace")) != (REDIS_SECRET, [WORKER_NAMESPACE]):
-                    problems.append(f"the Redis Secret is {REDIS_SECRET} in {WORKER_NAMESPACE}: {command}")
-                if not any(w.startswith("--from-literal=password=") for w in words):
-                    problems.append("the Redis Secret's key is 'password'")
+                if name not in SECRETS or _flag(words, "-n", "--namespace") != [WORKER_NAMESPACE]:
+                    problems.append(f"the Secrets are {sorted(SECRETS)} in {WORKER_NAMESPACE}: {command}")
+                elif not any(w.startswith(f"--from-literal={SECRETS[name]}=") for w in words):
+                    problems.append(f"the Secret {name}'s key is {SECRETS[name]!r}")
             for word in words:
                 kind, _, name = word.partition("/")
                 ns = _flag(words, "-n", "--namespace")
@@ -120,6 +122,7 @@ def test_guide_check_catches_drift() -> None:
         "namespace": guide.replace("-n sandq-sandboxes", "-n sandboxes"),
         "account": guide.replace("serviceaccount:sandq:sandq-worker", "serviceaccount:sandq:worker"),
         "secret": guide.replace("secret generic sandq-redis", "secret generic redis"),
+        "gateway secret": guide.replace("gateway --from-literal=secret=", "gateway --from-literal=k="),
         "node pool": guide.replace("--sandbox type=gvisor", ""),
         "label": guide.replace('sandq.dev/client: "true"', 'sandq/client: "true"'),
         "kind/name": guide.replace("statefulset/redis", "statefulset/redis-master"),

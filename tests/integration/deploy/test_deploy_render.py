@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 
 import jsonschema
@@ -204,9 +205,12 @@ def test_redis(overlay: str) -> None:
 
 
 def test_no_real_password_is_committed() -> None:
-    assert not find(render("gke"), "Secret"), "the GKE Redis password is created out of band"
+    assert not find(render("gke"), "Secret"), "the GKE Redis password and gateway secret are made out of band"
     secret = one(render("dev"), "Secret", REDIS_SECRET)
     assert secret["data"] == {"password": "c2FuZHEtZGV2"}  # "sandq-dev", documented as dev-only
+    gateway = base64.b64decode(one(render("dev"), "Secret", "sandq-gateway")["data"]["secret"]).decode()
+    assert "not-for-production" in gateway and len(gateway) >= 32
+    assert {s["metadata"]["name"] for s in find(render("dev"), "Secret")} == {REDIS_SECRET, "sandq-gateway"}
     for path in DEPLOY.rglob("*.yaml"):
         kinds = [doc.get("kind") for doc in load_yaml_file(path) if isinstance(doc, dict)]
         assert "Secret" not in kinds, f"{path} holds a Secret"

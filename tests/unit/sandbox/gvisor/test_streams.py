@@ -13,11 +13,12 @@ from contextlib import contextmanager
 
 import pytest
 
+from sandq.sandbox.backend import OnOutput
 from sandq.sandbox.gvisor import streams as sandbox_streams
 from sandq.sandbox.gvisor.streams import Streams, read_streams
 from sandq.sandbox.protocol import FRAME_END, READY, Stop
 
-MARKER = b"\n=====SANDQ-REPORT-0123abcd=====\n"
+MARKER = b"\x00=====SANDQ-REPORT-0123abcd=====\n"
 REPORT = b'{"status": "succeeded", "exit_code": 0}'
 
 
@@ -50,10 +51,23 @@ def sandbox(out: list[bytes], err: list[bytes], pause: float = 0.0) -> Iterator[
 
 
 def read(out: list[bytes], err: list[bytes], *, cap: int = 100, timeout: float = 5, started: bool = True,
-         pause: float = 0.0) -> Streams:
+         pause: float = 0.0, on_output: OnOutput | None = None) -> Streams:
     with sandbox(out, err, pause) as (out_fd, err_fd):
         return read_streams(out_fd, err_fd, marker=MARKER, cap=cap, report_cap=200, timeout=timeout,
-                            started=started, exited=lambda: False)
+                            started=started, exited=lambda: False, on_output=on_output)
+
+
+class Seen:
+    """What ``on_output`` was handed, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        self.calls.append((stream, data))
+
+    def joined(self, stream: str) -> bytes:
+        return b"".join(data for name, data in self.calls if name == stream)
 
 
 def test_the_report_is_found_even_split_across_reads() -> None:
@@ -120,3 +134,89 @@ def test_silence_past_the_boot_wait_is_not_started(monkeypatch: pytest.MonkeyPat
     finally:
         for fd in (out_r, out_w, err_r, err_w):
             os.close(fd)
+
+
+def test_on_output_sees_the_program_output_and_never_the_report() -> None:
+    frame = MARKER + REPORT + FRAME_END.encode()
+    seen = Seen()
+    got = read([b"hello\n", b"more", frame[:3], frame[3:20], frame[20:]], [b"warn\n"], pause=0.01,
+               on_output=seen)
+    assert got.report == REPORT
+    assert seen.joined("stdout") == got.printed.stdout == b"hello\nmore"
+    assert seen.joined("stderr") == b"warn\n"
+    assert all(MARKER[:1] not in data for _, data in seen.calls)
+
+
+def test_text_is_handed_over_at_once_while_the_program_pauses() -> None:
+    """A line is not held back waiting for what follows (the marker starts with a NUL byte)."""
+    handed = threading.Event()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+
+    def program() -> None:
+        os.write(out_w, b"step 1\n")
+        waited = handed.wait(5)
+        os.write(out_w, (b"step 2\n" if waited else b"held back\n") + MARKER + REPORT + FRAME_END.encode())
+        os.close(out_w)
+        os.close(err_w)
+
+    def on_output(stream: str, data: bytes) -> None:
+        seen(stream, data)
+        handed.set()
+
+    seen = Seen()
+    writer = threading.Thread(target=program, daemon=True)
+    writer.start()
+    try:
+        got = read_streams(out_r, err_r, marker=MARKER, cap=100, report_cap=200, timeout=10, started=True,
+                           exited=lambda: False, on_output=on_output)
+    finally:
+        writer.join(5)
+        os.close(out_r)
+        os.close(err_r)
+    assert seen.calls[0] == ("stdout", b"step 1\n")
+    assert got.printed.stdout == b"step 1\nstep 2\n" == seen.joined("stdout")
+
+
+def test_a_tail_like_the_marker_start_is_held_until_it_proves_to_be_output() -> None:
+    frame = MARKER + REPORT + FRAME_END.encode()
+    seen = Seen()
+    got = read([b"abc" + MARKER[:4], b"xyz", frame], [], pause=0.02, on_output=seen)
+    assert seen.calls[:2] == [("stdout", b"abc"), ("stdout", MARKER[:4] + b"xyz")]
+    assert seen.joined("stdout") == got.printed.stdout == b"abc" + MARKER[:4] + b"xyz"
+
+
+def test_without_a_report_the_held_tail_is_handed_over_at_the_end() -> None:
+    seen = Seen()
+    got = read([b"last words" + MARKER[:2]], [], on_output=seen)
+    assert got.report is None
+    assert seen.joined("stdout") == got.printed.stdout == b"last words" + MARKER[:2]
+
+
+def test_the_readiness_byte_is_not_handed_over() -> None:
+    seen = Seen()
+    read([b"out\n"], [READY + b"program err\n"], started=False, on_output=seen)
+    assert seen.joined("stderr") == b"program err\n"
+    assert seen.joined("stdout") == b"out\n"
+
+
+def test_runsc_messages_of_a_sandbox_that_never_started_are_not_handed_over() -> None:
+    seen = Seen()
+    got = read([b"junk"], [b"runsc: something failed\n"], started=False, on_output=seen)
+    assert not got.started and seen.calls == []
+
+
+def test_stderr_written_before_the_report_is_kept_when_both_are_read_at_once() -> None:
+    """The program's last stderr and the report can be ready in the same poll, stdout first."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.write(err_w, b"err\n")
+    os.write(out_w, b"out\n" + MARKER + REPORT + FRAME_END.encode())
+    try:
+        got = read_streams(out_r, err_r, marker=MARKER, cap=100, report_cap=200, timeout=5, started=True,
+                           exited=lambda: False)
+    finally:
+        for fd in (out_r, out_w, err_r, err_w):
+            os.close(fd)
+    assert got.report == REPORT
+    assert (got.printed.stdout, got.printed.stderr) == (b"out\n", b"err\n")
