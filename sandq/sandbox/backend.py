@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport
 from sandq.settings import Settings
 
@@ -40,8 +41,13 @@ class Backend(ABC):
     executions run in parallel and hold their in-flight slots only while they run."""
 
     @abstractmethod
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
-        """Run ``request`` to completion; raise ``InfrastructureFault`` on system failure."""
+    def run(
+        self, execution_id: str, request: ExecutionRequest, *, priority: Priority = "interactive"
+    ) -> SandboxReport:
+        """Run ``request`` to completion; raise ``InfrastructureFault`` on system failure.
+
+        ``priority`` is the kind of work the execution was submitted as; a backend with
+        capacity kept for interactive work (the local warm pool) uses it."""
 
     def run_batch(self, items: list[tuple[str, ExecutionRequest]], on_result: OnResult) -> None:
         """Run many requests together; ``on_result(id, report)`` as each ends (``runs_batches`` only)."""

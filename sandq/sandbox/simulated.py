@@ -14,6 +14,7 @@ import time
 import redis
 
 from sandq.broker.keys import Keys
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.sandbox.backend import Backend
 from sandq.settings import Settings
@@ -31,7 +32,9 @@ class SimulatedLatencyBackend(Backend):
         self._running: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+    def run(
+        self, execution_id: str, request: ExecutionRequest, *, priority: Priority = "interactive"
+    ) -> SandboxReport:
         """Sleep for the run time, or until cancelled; record the run."""
         seconds = float(request.labels.get("simulated_seconds", self.settings.simulated_run_seconds))
         stop = threading.Event()

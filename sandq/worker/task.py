@@ -53,7 +53,7 @@ def execute_task(
     with ExitStack() as held:  # the slot is released before the result is stored
         passage = _through_gates(process, submission, held, token, park)
         if passage is Verdict.ACQUIRED:
-            passage = _run(self, process, submission, retries)
+            passage = _run(self, process, submission, retries, park.priority)
     if isinstance(passage, ExecutionResult):
         return _store(passage)
     return None  # parked (it comes back when handed a slot), or a duplicate
@@ -132,7 +132,9 @@ def _through_gates(
     return verdict
 
 
-def _run(task: Task[Any, Any], process: Process, submission: Submission, retries: int) -> ExecutionResult:
+def _run(
+    task: Task[Any, Any], process: Process, submission: Submission, retries: int, priority: Priority
+) -> ExecutionResult:
     """Validate and run one submission that holds its slot; retry an infrastructure fault."""
     settings = process.settings
     try:
@@ -141,7 +143,7 @@ def _run(task: Task[Any, Any], process: Process, submission: Submission, retries
         return ExecutionResult.rejected(submission.id, str(error), enqueued_at=submission.enqueued_at)
     attempt = retries + 1
     try:
-        report = process.started_backend().run(submission.id, request)
+        report = process.started_backend().run(submission.id, request, priority=priority)
     except InfrastructureFault as fault:
         if retries < settings.max_retries:
             log.warning("infrastructure fault on %s, retrying: %s", submission.id, fault)

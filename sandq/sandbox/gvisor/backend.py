@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
 from sandq.sandbox.backend import Backend, InfrastructureFault
@@ -40,35 +41,34 @@ class GVisorBackend(Backend):
         self.cold_starts = 0
 
     def start(self) -> None:
-        """Start the warm pool (if its size is not 0) and the periodic sweep of dead workers' sandboxes."""
-        if self.settings.warm_pool_size and self.pool is None:
-            shape = Shape.of(ExecutionRequest(code="pass"))
-            self.pool = WarmPool(self.settings, shape, self.settings.warm_pool_size)
+        """Start the warm pool (unless ``warm_pool_max`` is 0) and the periodic sweep of dead workers'
+        sandboxes."""
+        if self.settings.warm_pool_max and self.pool is None:
+            self.pool = WarmPool(self.settings, Shape.of(ExecutionRequest(code="pass")))
         self._sweeper.start()
 
     def _report_cap(self) -> int:
         return self.settings.max_output_files_bytes * 4 // 3 + 64 * 1024
 
-    def _sandbox_for(self, request: ExecutionRequest) -> LocalSandbox:
+    def _sandbox_for(self, request: ExecutionRequest, priority: Priority) -> LocalSandbox:
         shape = Shape.of(request)
         if self.pool is not None and shape == self.pool.shape:
-            warm = self.pool.take()
+            warm = self.pool.take(priority)
             if warm is not None:
                 self.warm_starts += 1
                 return warm
         self.cold_starts += 1
         return LocalSandbox(self.settings, shape)
 
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+    def run(
+        self, execution_id: str, request: ExecutionRequest, *, priority: Priority = "interactive"
+    ) -> SandboxReport:
         """Run ``request`` in a sandbox used for nothing else, then remove every trace of it."""
-        if self.pool is None:
-            return self._run(execution_id, request)
-        with self.pool.busy():  # the pool refills only between executions
-            return self._run(execution_id, request)
+        return self._run(execution_id, request, priority)
 
-    def _run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+    def _run(self, execution_id: str, request: ExecutionRequest, priority: Priority) -> SandboxReport:
         try:
-            sandbox = self._sandbox_for(request)
+            sandbox = self._sandbox_for(request, priority)
         except OSError as error:
             raise InfrastructureFault(f"could not start a sandbox: {error}") from error
         with self._lock:

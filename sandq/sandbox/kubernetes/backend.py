@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
 from sandq.sandbox.backend import Backend, InfrastructureFault, OnResult
@@ -47,7 +48,9 @@ class KubernetesBackend(Backend):
         self._running: set[str] = set()
         self._lock = threading.Lock()
 
-    def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
+    def run(
+        self, execution_id: str, request: ExecutionRequest, *, priority: Priority = "interactive"
+    ) -> SandboxReport:
         """Run ``request`` as a Job; raise ``InfrastructureFault`` if the API stays unreachable."""
         self.watch.start()
         started = now()
