@@ -214,10 +214,23 @@ def closed_loop(run_one: Callable[[int], object], n: int, concurrency: int, wind
     return time.perf_counter() - start
 
 
-def run_ok(client: Client, tenant: str = "default") -> None:
-    """print(1), interactive, to success."""
+SPLITS: dict[str, list[tuple[float, float]]] = {}
+"""(queue, run) seconds of executions, by the name of what they were part of."""
+
+
+def run_ok(client: Client, tenant: str = "default", split: str | None = None) -> None:
+    """print(1), interactive, to success; its queue and run seconds are kept under ``split``."""
     result = client.submit(ExecutionRequest(code=CODE, tenant=tenant)).result(timeout=600)
     assert result.status is Status.SUCCEEDED, result
+    if split is not None and result.queue_seconds is not None and result.run_seconds is not None:
+        SPLITS.setdefault(split, []).append((result.queue_seconds, result.run_seconds))
+
+
+def split_of(name: str) -> dict[str, float]:
+    """Median seconds from submission to the sandbox's start (the queue), and in the backend (the run)."""
+    rows = SPLITS.get(name) or [(0.0, 0.0)]
+    return {"queue_p50_ms": ms(statistics.median(q for q, _ in rows)),
+            "run_p50_ms": ms(statistics.median(r for _, r in rows))}
 
 
 def sandq_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
@@ -289,7 +302,7 @@ def throughput(bench: Bench, n: int, rounds: int) -> dict[str, object]:
     }
 
 
-def open_loop(client: Client, rate: float, n: int, seed: int, warmup: int) -> list[float]:
+def open_loop(client: Client, rate: float, n: int, seed: int, warmup: int, split: str) -> list[float]:
     """Latencies of ``n`` print(1) arriving as a Poisson process of ``rate``/s, each from its scheduled
     time (the first ``warmup`` arrivals run but are not counted)."""
     rng = random.Random(seed)
@@ -301,7 +314,7 @@ def open_loop(client: Client, rate: float, n: int, seed: int, warmup: int) -> li
     latencies: list[float] = [0.0] * len(schedule)
 
     def one(i: int) -> None:
-        run_ok(client)
+        run_ok(client, split=split if i >= warmup else None)
         latencies[i] = time.perf_counter() - schedule[i]
 
     with ThreadPoolExecutor(256) as pool:
@@ -336,21 +349,22 @@ def latency(bench: Bench, n: int, poisson_n: int, saturation: float, cold: float
         rate = load * saturation
         with bench.worker(f"poisson-{load}") as worker:
             warmup = max(10, poisson_n // 10)
-            sample = open_loop(worker.client, rate, poisson_n, seed=int(load * 100), warmup=warmup)
-        row = {"rate_per_s": round(rate, 2), **spread(sample, cold)}
-        out[f"poisson_{round(load * 100)}pct"] = row
+            name = f"poisson_{round(load * 100)}pct"
+            sample = open_loop(worker.client, rate, poisson_n, int(load * 100), warmup, name)
+        row = {"rate_per_s": round(rate, 2), **spread(sample, cold), **split_of(name)}
+        out[name] = row
         print(json.dumps({"poisson": load, **row}), file=sys.stderr, flush=True)
     return out
 
 
-def behind_batch(client: Client, batch_n: int) -> tuple[float, list[float]]:
+def behind_batch(client: Client, batch_n: int, split: str) -> tuple[float, list[float]]:
     """Tenant a's batch of ``batch_n`` sleeps, tenant b's print(1) every 0.5 s meanwhile: the batch's
     total seconds and b's latencies while it ran."""
     b: list[float] = []
     done = threading.Event()
 
     def one(scheduled: float) -> None:
-        b.append(timed_run(client, scheduled))
+        b.append(timed_run(client, scheduled, split))
 
     def interactive() -> None:
         with ThreadPoolExecutor(64) as pool:
@@ -373,26 +387,28 @@ def behind_batch(client: Client, batch_n: int) -> tuple[float, list[float]]:
     return last - start, b
 
 
-def timed_run(client: Client, scheduled: float) -> float:
+def timed_run(client: Client, scheduled: float, split: str) -> float:
     time.sleep(max(0.0, scheduled - time.perf_counter()))
-    run_ok(client, tenant="b")
+    run_ok(client, tenant="b", split=split)
     return time.perf_counter() - scheduled
 
 
 def batch(bench: Bench, batch_n: int, alone_n: int) -> dict[str, object]:
     out: dict[str, object] = {"batch_n": batch_n, "pace_s": PACE_SECONDS}
     with bench.worker("interactive-alone") as worker:
-        alone = [timed_run(worker.client, time.perf_counter() + PACE_SECONDS) for _ in range(alone_n)]
+        client = worker.client
+        alone = [timed_run(client, time.perf_counter() + PACE_SECONDS, "alone") for _ in range(alone_n)]
     alone_p50 = statistics.median(alone)
-    out["interactive_alone_p50_ms"] = ms(alone_p50)
+    out["interactive_alone"] = {"p50_ms": ms(alone_p50), **split_of("alone")}
     no_reserve = {"interactive_reserve": 0, "warm_pool_reserve": 0}
     for name, overrides in (("with_reserve", {}), ("without_reserve", no_reserve)):
         with bench.worker(f"batch-{name}", **overrides) as worker:
-            total, b = behind_batch(worker.client, batch_n)
+            total, b = behind_batch(worker.client, batch_n, name)
         out[name] = {"batch_total_s": round(total, 2), "interactive_n": len(b),
                      "interactive_p50_ms": ms(statistics.median(b)),
                      "interactive_p90_ms": ms(percentile(b, 0.9)),
-                     "interactive_p50_over_alone": round(statistics.median(b) / alone_p50, 2)}
+                     "interactive_p50_over_alone": round(statistics.median(b) / alone_p50, 2),
+                     **{f"interactive_{k}": v for k, v in split_of(name).items()}}
         print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)
     out["batch_time_with_over_without_reserve"] = round(
         out["with_reserve"]["batch_total_s"] / out["without_reserve"]["batch_total_s"], 3)  # type: ignore[index]

@@ -39,7 +39,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
-from sandq.sandbox.gvisor.bundle import oci_config
+from sandq.sandbox.gvisor.bundle import Shape, oci_config
 from sandq.sandbox.runner import FRAME_BEGIN, FRAME_END
 from sandq.settings import Settings
 from tests.k8s_harness.standin import CONFIGMAPS, JOBS, PODS, RunningStandIn, _now
@@ -382,7 +382,7 @@ class Cluster:
         mem, cpu = limits.get("memory", "512Mi"), limits.get("cpu", "1")
         request = ExecutionRequest(code="pass", mem_limit=mem, mem_requested=mem, cpu_limit=cpu,
                                    cpu_requested=cpu)
-        config = oci_config(request, Settings(), volumes.get("", Path("/nonexistent")), pod)
+        config = oci_config(Shape.of(request), Settings(), volumes.get("", Path("/nonexistent")), pod)
         pod_sc = spec.get("securityContext") or {}
         sc = {**pod_sc, **(container.get("securityContext") or {})}
         uid = int(sc.get("runAsUser", 0))

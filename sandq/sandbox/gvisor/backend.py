@@ -116,11 +116,13 @@ class GVisorBackend(Backend):
             log.info("removed leftover sandbox %s", name)
 
     def close(self) -> None:
-        """Drain the warm pool and finish every pending teardown."""
+        """Drain the warm pool, finish every pending teardown, and sweep once more (what processes
+        killed meanwhile left behind)."""
         self._sweeper.stop()
         if self.pool is not None:
             self.pool.close()
         self._reaper.shutdown(wait=True)
+        self.sweep()
 
 
 def _report(capture: Capture) -> SandboxReport:

@@ -172,9 +172,16 @@ def has_state(settings: Settings, name: str) -> bool:
 
 
 def remove_sandbox(settings: Settings, name: str) -> None:
-    """Kill, delete and forget a sandbox by name, whatever state it is in."""
+    """Kill, delete and forget a sandbox by name, whatever state it is in.
+
+    Its bundle (with its owner file) goes only once runsc has forgotten it, so that a sweep that
+    could not delete it finds it again.
+    """
     runsc(settings, "kill", "--all", name, "KILL")
     runsc(settings, "delete", "--force", name)
+    if has_state(settings, name):
+        log.warning("runsc could not delete sandbox %s yet; a later sweep tries again", name)
+        return
     shutil.rmtree(settings.bundle_dir / name, ignore_errors=True)
 
 
