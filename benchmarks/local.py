@@ -1,24 +1,46 @@
-"""Local backend benchmark: queue latency and throughput against bare cold ``runsc run``.
+"""Local backend benchmark: sandq's latency under open-loop load, throughput and CPU at saturation,
+interactive work behind a batch, and warm-pool memory, against bare cold ``runsc run``. Prints JSON.
 
-Prints one JSON document. Starts its own redis-server and worker (with its warm
-pool); run as root. Both sides are measured in the same run, on the same code.
-Throughput is measured in ``--rounds`` interleaved rounds (each one sandq run and
-one cold run, alternating which goes first); each round's ratio and the median
-are reported, since a shared 2-core machine moves a single ratio by several points.
-Usage: python benchmarks/local.py [--n 30] [--throughput-n 300] [--concurrency 8] [--rounds 3]
+Run as root. Starts its own redis-server and workers (``sandq worker``, ``--pool``); everything
+is measured in one run, on the same machine, against a bare cold ``runsc run`` of the same
+bundle running ``python -c print(1)``:
+
+- ``cold``: the cold run's p50 latency, one at a time.
+- ``throughput``: ``--rounds`` interleaved rounds, each ``--throughput-n`` executions through
+  sandq and as many cold runs, ``--concurrency`` at a time (closed loop, both sides alone on the
+  machine); executions per second and CPU per execution (the worker with every sandbox it
+  reaped, the client and Redis; the cold side's processes).
+- ``latency``: one client back to back, one client at an interactive pace (0.5 s apart), then
+  open-loop Poisson arrivals at 25%, 50% and 70% of sandq's saturation throughput measured
+  above (a fresh worker per level; latency counts from each request's scheduled time).
+- ``batch``: tenant "b" sends print(1) at interactive priority every 0.5 s, alone, then behind
+  tenant "a"'s ``--batch-n`` batch-priority ``time.sleep(0.2)``, with the interactive reserve
+  and without it (``interactive_reserve=0``, ``warm_pool_reserve=0``).
+- ``memory``: idle warm sandboxes at each pool size (PSS of their processes, and their cgroups).
+
+Usage: python benchmarks/local.py [--quick] [--phases cold,throughput,latency,batch,memory]
+       [--pool threads|prefork] [--output FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,9 +54,14 @@ from sandq.sandbox.gvisor.bundle import (
     sandbox_env,
     write_bundle,
 )
+from sandq.sandbox.gvisor.pool import WarmPool
 from tests.conftest import RedisServer, WorkerProcess, make_settings
 
 CODE = "print(1)"
+SLEEP = "import time\ntime.sleep(0.2)"
+LOADS = (0.25, 0.5, 0.7)
+TICK = os.sysconf("SC_CLK_TCK")
+PACE_SECONDS = 0.5
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -42,133 +69,458 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def cold_runsc(settings: Settings, workdir: Path, index: int) -> float:
-    """One bare ``runsc run`` of python -c CODE with the same bundle shape, attached."""
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def spread(latencies: list[float], cold: float) -> dict[str, float]:
+    """p50, p90 and p99 in ms, and each over the cold p50."""
+    out: dict[str, float] = {"n": len(latencies)}
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        value = percentile(latencies, q)
+        out[f"{name}_ms"] = ms(value)
+        out[f"{name}_over_cold"] = round(value / cold, 3)
+    return out
+
+
+def proc_cpu(pid: int, children: bool) -> float:
+    """CPU seconds of ``pid`` (and of the children it has reaped)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
+    return ticks / TICK
+
+
+def own_cpu() -> tuple[float, float]:
+    """CPU seconds of this process, and of the children it has reaped."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+@dataclass
+class Bench:
+    """What every phase shares: the scratch directory, Redis, the worker options."""
+
+    base: Path
+    redis: RedisServer
+    pool: str
+    concurrency: int
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {"concurrency": self.concurrency, "runsc_root": self.base / "runsc",
+                                     "bundle_dir": self.base / "bundles"}
+        values.update(overrides)
+        return make_settings(self.redis.url, self.base, **values)
+
+    @contextmanager
+    def worker(self, name: str, **overrides: object) -> Iterator[Running]:
+        """A ready worker, warmed up by one execution; stopped (its pool drained) and reaped on exit."""
+        settings = self.settings(**overrides)
+        client = Client(settings)
+        args = ("-m", "sandq", "worker", "--loglevel", "WARNING", "--pool", self.pool)
+        worker = WorkerProcess(settings, self.base / f"worker-{name}.log", args=args)
+        running = Running(client, worker.proc.pid)
+        try:
+            worker.wait_ready(client)
+            client.run(ExecutionRequest(code=CODE), timeout=120)  # warm-up
+            yield running
+        finally:
+            running.final = stop_and_reap(worker)
+            client.close()
+
+
+@dataclass
+class Running:
+    """A worker and its client."""
+
+    client: Client
+    pid: int
+    final: float | None = None
+    """The worker's whole CPU once reaped."""
+
+    def cpu(self) -> float:
+        """CPU seconds of the worker and of every sandbox it has reaped (all of them, once it is reaped).
+
+        With the prefork pool, its pool processes reap the sandboxes: their figures are added.
+        """
+        if self.final is not None:
+            return self.final
+        pool = [int(p) for p in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
+        pool = [p for p in pool if "python" in Path(f"/proc/{p}/comm").read_text()]
+        return proc_cpu(self.pid, children=True) + sum(proc_cpu(p, children=True) for p in pool)
+
+
+def stop_and_reap(worker: WorkerProcess) -> float:
+    """SIGTERM (a warm shutdown: executions end, the pool drains), then the worker's whole CPU."""
+    if worker.proc.poll() is not None:
+        return 0.0
+    worker.proc.send_signal(signal.SIGTERM)
+    _, status, usage = os.wait4(worker.proc.pid, 0)  # the worker's own CPU and its reaped descendants'
+    worker.proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cold_runsc(bench: Bench, index: int) -> float:
+    """One bare ``runsc run`` of ``python -c CODE`` with the same bundle, attached; its wall time."""
+    settings = bench.settings()
     name = f"bench-cold-{index}"
-    bundle = workdir / name
-    request = ExecutionRequest(code=CODE)
-    write_bundle(bundle, Shape.of(request), settings, name)
-    config = oci_config(Shape.of(request), settings, runner_dir(settings), name, sandbox_env(settings))
+    bundle = bench.base / name
+    shape = Shape.of(ExecutionRequest(code=CODE))
+    write_bundle(bundle, shape, settings, name)
+    config = oci_config(shape, settings, runner_dir(settings), name, sandbox_env(settings))
     config["process"]["args"] = [SANDBOX_PYTHON, "-c", CODE]
     (bundle / "config.json").write_text(json.dumps(config))
     root = ["runsc", "--root", str(settings.runsc_root)]
     start = time.perf_counter()
-    subprocess.run(
-        [*root, "--network=none", "run", "--bundle", str(bundle), name], capture_output=True, check=True
-    )
+    command = [*root, "--network=none", "run", "--bundle", str(bundle), name]
+    subprocess.run(command, capture_output=True, check=True)
     elapsed = time.perf_counter() - start
     subprocess.run([*root, "delete", "--force", name], capture_output=True, check=False)
     shutil.rmtree(bundle)
     return elapsed
 
 
-def sandq_throughput(client: Client, n: int, concurrency: int) -> tuple[float, bool]:
-    """Executions per second of ``n`` runs of CODE through the queue, ``concurrency`` at a time."""
+class Window:
+    """The middle of a closed-loop run (from 20% to 80% of completions): steady-state rate and CPU.
 
-    def one(_: int) -> Status:
-        return client.run(ExecutionRequest(code=CODE), timeout=300).status
+    ``cpu`` returns CPU seconds so far by part; the first part is the total.
+    """
+
+    LOW, HIGH = 0.2, 0.8
+
+    def __init__(self, n: int, cpu: Callable[[], dict[str, float]]) -> None:
+        self.marks = {max(1, round(n * self.LOW)): "low", round(n * self.HIGH): "high"}
+        self.cpu = cpu
+        self.seen: dict[str, tuple[float, dict[str, float]]] = {}
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def completed(self) -> None:
+        with self._lock:
+            self.done += 1
+            mark = self.marks.get(self.done)
+            if mark:
+                self.seen[mark] = (time.perf_counter(), self.cpu())
+
+    def figures(self) -> dict[str, float]:
+        (t0, c0), (t1, c1) = self.seen["low"], self.seen["high"]
+        count = round(self.done * (self.HIGH - self.LOW))
+        cpu = {f"steady_{part}_cpu_ms_per_execution": ms((c1[part] - c0[part]) / count) for part in c0}
+        return {"steady_per_s": round(count / (t1 - t0), 2), **cpu}
+
+
+def closed_loop(run_one: Callable[[int], object], n: int, concurrency: int, window: Window) -> float:
+    """Seconds to run ``n`` calls, ``concurrency`` at a time."""
+
+    def counted(i: int) -> None:
+        run_one(i)
+        window.completed()
 
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        statuses = list(pool.map(one, range(n)))
-    return n / (time.perf_counter() - start), all(s is Status.SUCCEEDED for s in statuses)
+        list(pool.map(counted, range(n)))
+    return time.perf_counter() - start
 
 
-def cold_throughput(settings: Settings, workdir: Path, n: int, concurrency: int, first: int) -> float:
-    """Executions per second of ``n`` bare cold ``runsc run``, ``concurrency`` at a time."""
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda i: cold_runsc(settings, workdir, first + i), range(n)))
-    return n / (time.perf_counter() - start)
+SPLITS: dict[str, list[tuple[float, float]]] = {}
+"""(queue, run) seconds of executions, by the name of what they were part of."""
 
 
-def start_worker(settings: Settings, client: Client, log: Path) -> WorkerProcess:
-    """A ready worker whose warm pool has served one execution."""
-    worker = WorkerProcess(settings, log)
-    worker.wait_ready(client)
-    client.run(ExecutionRequest(code=CODE), timeout=120)  # warm-up
-    return worker
+def run_ok(client: Client, tenant: str = "default", split: str | None = None) -> None:
+    """print(1), interactive, to success; its queue and run seconds are kept under ``split``."""
+    result = client.submit(ExecutionRequest(code=CODE, tenant=tenant)).result(timeout=600)
+    assert result.status is Status.SUCCEEDED, result
+    if split is not None and result.queue_seconds is not None and result.run_seconds is not None:
+        SPLITS.setdefault(split, []).append((result.queue_seconds, result.run_seconds))
+
+
+def split_of(name: str) -> dict[str, float]:
+    """Median seconds from submission to the sandbox's start (the queue), and in the backend (the run)."""
+    rows = SPLITS.get(name) or [(0.0, 0.0)]
+    return {"queue_p50_ms": ms(statistics.median(q for q, _ in rows)),
+            "run_p50_ms": ms(statistics.median(r for _, r in rows))}
+
+
+def sandq_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
+    """Executions per second and CPU per execution at saturation, through the queue.
+
+    Steady: the CPU of the worker with the sandboxes it reaped, of the client and of Redis, over
+    the middle of the run (the worker's own apart). Whole run: all of it, until the worker has
+    stopped and drained its pool (the sandboxes booted for demand that then stopped count too).
+    """
+    redis_pid = bench.redis.proc.pid  # type: ignore[union-attr]
+
+    def others() -> float:
+        return own_cpu()[0] + proc_cpu(redis_pid, children=False)
+
+    with bench.worker(f"throughput-{round_no}") as worker:
+
+        def parts() -> dict[str, float]:
+            return {"all": worker.cpu() + others(), "worker_process": proc_cpu(worker.pid, children=False)}
+
+        before = parts()["all"]
+        window = Window(n, parts)
+        seconds = closed_loop(lambda _: run_ok(worker.client), n, bench.concurrency, window)
+        outside = others()
+    whole = worker.cpu() + outside - before
+    whole_ms = ms(whole / n)
+    return {"per_s": round(n / seconds, 2), **window.figures(), "whole_run_cpu_ms_per_execution": whole_ms}
+
+
+def cold_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
+    """Bare cold runs per second and their CPU per execution, ``concurrency`` at a time."""
+    before = sum(own_cpu())
+    window = Window(n, lambda: {"all": sum(own_cpu())})
+    first = 1000 * (round_no + 1)
+    seconds = closed_loop(lambda i: cold_runsc(bench, first + i), n, bench.concurrency, window)
+    return {"per_s": round(n / seconds, 2), **window.figures(),
+            "whole_run_cpu_ms_per_execution": ms((sum(own_cpu()) - before) / n)}
+
+
+def throughput(bench: Bench, n: int, rounds: int) -> dict[str, object]:
+    """Interleaved rounds of sandq and cold at saturation (the order alternates)."""
+    sides: dict[str, list[dict[str, float]]] = {"sandq": [], "cold": []}
+    rows = []
+    for r in range(rounds):
+        order = ("sandq", "cold") if r % 2 == 0 else ("cold", "sandq")
+        for side in order:
+            run = sandq_saturation if side == "sandq" else cold_saturation
+            sides[side].append(run(bench, n, r))
+        sandq, cold = sides["sandq"][-1], sides["cold"][-1]
+        ratio = round(sandq["per_s"] / cold["per_s"], 3)
+        steady_ratio = round(sandq["steady_per_s"] / cold["steady_per_s"], 3)
+        rows.append({"first": order[0], "sandq": sandq, "cold": cold, "ratio": ratio,
+                     "steady_ratio": steady_ratio})
+        print(json.dumps({"throughput_round": r + 1, **rows[-1]}), file=sys.stderr, flush=True)
+
+    def median(side: str, key: str) -> float:
+        return round(statistics.median(row[key] for row in sides[side]), 2)
+
+    ratios = [float(row["ratio"]) for row in rows]  # type: ignore[arg-type]
+    steady = [float(row["steady_ratio"]) for row in rows]  # type: ignore[arg-type]
+    return {
+        "concurrency": bench.concurrency, "n": n, "rounds": rows,
+        "sandq_per_s": median("sandq", "per_s"), "cold_per_s": median("cold", "per_s"),
+        "ratio_median": round(statistics.median(ratios), 3),
+        "steady_ratio_median": round(statistics.median(steady), 3),
+        "sandq_cpu_ms_per_execution": median("sandq", "steady_all_cpu_ms_per_execution"),
+        "sandq_worker_process_cpu_ms": median("sandq", "steady_worker_process_cpu_ms_per_execution"),
+        "cold_cpu_ms_per_execution": median("cold", "steady_all_cpu_ms_per_execution"),
+        "sandq_whole_run_cpu_ms_per_execution": median("sandq", "whole_run_cpu_ms_per_execution"),
+    }
+
+
+def open_loop(client: Client, rate: float, n: int, seed: int, warmup: int, split: str) -> list[float]:
+    """Latencies of ``n`` print(1) arriving as a Poisson process of ``rate``/s, each from its scheduled
+    time (the first ``warmup`` arrivals run but are not counted)."""
+    rng = random.Random(seed)
+    at = time.perf_counter() + 0.2
+    schedule = []
+    for _ in range(warmup + n):
+        at += rng.expovariate(rate)
+        schedule.append(at)
+    latencies: list[float] = [0.0] * len(schedule)
+
+    def one(i: int) -> None:
+        run_ok(client, split=split if i >= warmup else None)
+        latencies[i] = time.perf_counter() - schedule[i]
+
+    with ThreadPoolExecutor(256) as pool:
+        for i, when in enumerate(schedule):
+            time.sleep(max(0.0, when - time.perf_counter()))
+            pool.submit(one, i)
+    assert all(latencies), "an execution did not finish"
+    return latencies[warmup:]
+
+
+def paced(client: Client, n: int, pause: float) -> list[float]:
+    """Latencies of ``n`` print(1), one at a time, ``pause`` seconds apart."""
+    out = []
+    for _ in range(n):
+        time.sleep(pause)
+        start = time.perf_counter()
+        run_ok(client)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def latency(bench: Bench, n: int, poisson_n: int, saturation: float, cold: float) -> dict[str, object]:
+    out: dict[str, object] = {}
+    with bench.worker("latency") as worker:
+        client = worker.client
+        back_to_back = paced(client, n, 0.0)
+        bound = round(statistics.median(back_to_back) * saturation, 3)  # p50 over 1/throughput
+        out["back_to_back"] = {**spread(back_to_back, cold), "p50_over_one_per_throughput": bound}
+        time.sleep(5)
+        out["interactive_pace"] = spread(paced(client, n, PACE_SECONDS), cold)
+    for load in LOADS:
+        rate = load * saturation
+        with bench.worker(f"poisson-{load}") as worker:
+            warmup = max(10, poisson_n // 10)
+            name = f"poisson_{round(load * 100)}pct"
+            sample = open_loop(worker.client, rate, poisson_n, int(load * 100), warmup, name)
+        row = {"rate_per_s": round(rate, 2), **spread(sample, cold), **split_of(name)}
+        out[name] = row
+        print(json.dumps({"poisson": load, **row}), file=sys.stderr, flush=True)
+    return out
+
+
+def behind_batch(client: Client, batch_n: int, split: str) -> tuple[float, list[float]]:
+    """Tenant a's batch of ``batch_n`` sleeps, tenant b's print(1) every 0.5 s meanwhile: the batch's
+    total seconds and b's latencies while it ran."""
+    b: list[float] = []
+    done = threading.Event()
+
+    def one(scheduled: float) -> None:
+        b.append(timed_run(client, scheduled, split))
+
+    def interactive() -> None:
+        with ThreadPoolExecutor(64) as pool:
+            next_at = time.perf_counter()
+            while not done.is_set():
+                pool.submit(one, next_at)
+                next_at += PACE_SECONDS
+                time.sleep(max(0.0, next_at - time.perf_counter()))
+
+    sender = threading.Thread(target=interactive)
+    start = time.time()
+    sender.start()
+    request = ExecutionRequest(code=SLEEP, tenant="a")
+    handles = [client.submit(request, priority="batch") for _ in range(batch_n)]
+    results = [h.result(timeout=1200) for h in handles]
+    done.set()
+    sender.join()
+    assert all(r.status is Status.SUCCEEDED for r in results)
+    last = max(r.finished_at.timestamp() for r in results if r.finished_at is not None)
+    return last - start, b
+
+
+def timed_run(client: Client, scheduled: float, split: str) -> float:
+    time.sleep(max(0.0, scheduled - time.perf_counter()))
+    run_ok(client, tenant="b", split=split)
+    return time.perf_counter() - scheduled
+
+
+def batch(bench: Bench, batch_n: int, alone_n: int) -> dict[str, object]:
+    out: dict[str, object] = {"batch_n": batch_n, "pace_s": PACE_SECONDS}
+    with bench.worker("interactive-alone") as worker:
+        client = worker.client
+        alone = [timed_run(client, time.perf_counter() + PACE_SECONDS, "alone") for _ in range(alone_n)]
+    alone_p50 = statistics.median(alone)
+    out["interactive_alone"] = {"p50_ms": ms(alone_p50), **split_of("alone")}
+    no_reserve = {"interactive_reserve": 0, "warm_pool_reserve": 0}
+    for name, overrides in (("with_reserve", {}), ("without_reserve", no_reserve)):
+        with bench.worker(f"batch-{name}", **overrides) as worker:
+            total, b = behind_batch(worker.client, batch_n, name)
+        out[name] = {"batch_total_s": round(total, 2), "interactive_n": len(b),
+                     "interactive_p50_ms": ms(statistics.median(b)),
+                     "interactive_p90_ms": ms(percentile(b, 0.9)),
+                     "interactive_p50_over_alone": round(statistics.median(b) / alone_p50, 2),
+                     **{f"interactive_{k}": v for k, v in split_of(name).items()}}
+        print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)
+    out["batch_time_with_over_without_reserve"] = round(
+        out["with_reserve"]["batch_total_s"] / out["without_reserve"]["batch_total_s"], 3)  # type: ignore[index]
+    return out
+
+
+def memory(bench: Bench, sizes: list[int]) -> list[dict[str, float]]:
+    """Idle warm sandboxes at each pool size: the PSS of their processes and their cgroups' usage."""
+    rows = []
+    shape = Shape.of(ExecutionRequest(code=CODE))
+    for size in sizes:
+        settings = bench.settings(warm_pool_min=size, warm_pool_max=size, warm_pool_reserve=0)
+        pool = WarmPool(settings, shape)
+        try:
+            deadline = time.monotonic() + 300
+            while pool.ready_count() < size and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(3)
+            sandboxes = [r.sandbox for r in list(pool._ready)]
+            pss = sum(tree_pss_kib(s.proc.pid) for s in sandboxes) / 1024
+            cgroups = sum(cgroup_bytes(s.name) for s in sandboxes) / 2**20
+        finally:
+            pool.close()
+        count = len(sandboxes)
+        rows.append({"pool_size": count, "pss_mib": round(pss, 1),
+                     "pss_mib_per_sandbox": round(pss / count, 1),
+                     "cgroup_mib": round(cgroups, 1), "cgroup_mib_per_sandbox": round(cgroups / count, 1)})
+        print(json.dumps({"memory": rows[-1]}), file=sys.stderr, flush=True)
+    return rows
+
+
+def tree_pss_kib(root: int) -> int:
+    """Proportional set size of ``root`` and its descendants, KiB."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        tree.update(children)
+        frontier = children
+    total = 0
+    for pid in tree:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+    return total
+
+
+def cgroup_bytes(name: str) -> int:
+    return int(Path(f"/sys/fs/cgroup/memory/sandq/{name}/memory.usage_in_bytes").read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=30)
-    parser.add_argument("--throughput-n", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="small samples, for trying the benchmark out")
+    parser.add_argument("--phases", default="cold,throughput,latency,batch,memory")
+    parser.add_argument("--pool", default="threads", choices=["threads", "prefork"])
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--n", type=int, default=60, help="back to back, interactive pace, cold latency")
+    parser.add_argument("--throughput-n", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--poisson-n", type=int, default=300)
+    parser.add_argument("--batch-n", type=int, default=200)
+    parser.add_argument("--alone-n", type=int, default=40)
+    parser.add_argument("--saturation", type=float, default=0.0, help="sandq's rate, if not measured here")
+    parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    rounds: list[dict[str, object]] = []
-    rates: list[float] = []
-    cold_rates: list[float] = []
-    ratios: list[float] = []
-    oks: list[bool] = []
+    if args.quick:
+        args.n, args.throughput_n, args.rounds = 15, 60, 1
+        args.poisson_n, args.batch_n, args.alone_n = 60, 60, 10
+    phases = set(args.phases.split(","))
+    report: dict[str, object] = {"benchmark": "local", "code": CODE, "pool": args.pool}
+    report["load_before"] = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        redis_server = RedisServer(base)
-        settings = make_settings(redis_server.url, base, concurrency=args.concurrency)
-        settings.runsc_root.mkdir(parents=True)
-        client = Client(settings)
-        worker = start_worker(settings, client, base / "worker-latency.log")
+        redis = RedisServer(base)
+        bench = Bench(base, redis, args.pool, args.concurrency)
+        bench.settings().runsc_root.mkdir(parents=True)
         try:
-            latencies, cold = [], []
-            for _ in range(args.n):
-                time.sleep(0.5)  # an interactive pace: the pool refills between requests
-                start = time.perf_counter()
-                result = client.run(ExecutionRequest(code=CODE), timeout=120)
-                latencies.append(time.perf_counter() - start)
-                assert result.status is Status.SUCCEEDED, result
-            for i in range(args.n):  # the worker is idle: its pool is full and refills nothing
-                cold.append(cold_runsc(settings, base, i))
-            worker.stop()
-            # Interleaved rounds, each side alone on the machine (the worker runs only for
-            # sandq's part); the order alternates so that a drift in the machine's load
-            # favours neither side.
-            for r in range(args.rounds):
-                order = ("sandq", "cold") if r % 2 == 0 else ("cold", "sandq")
-                rate, cold_rate, ok = 0.0, 0.0, False
-                for side in order:
-                    if side == "cold":
-                        n, first = args.throughput_n, 100_000 * (r + 1)
-                        cold_rate = cold_throughput(settings, base, n, args.concurrency, first)
-                        continue
-                    worker = start_worker(settings, client, base / f"worker-{r}.log")
-                    rate, ok = sandq_throughput(client, args.throughput_n, args.concurrency)
-                    worker.stop()
-                rates.append(rate)
-                cold_rates.append(cold_rate)
-                ratios.append(rate / cold_rate)
-                oks.append(ok)
-                rounds.append(
-                    {
-                        "first": order[0],
-                        "sandq_per_s": round(rate, 2),
-                        "cold_runsc_per_s": round(cold_rate, 2),
-                        "ratio": round(rate / cold_rate, 3),
-                        "all_succeeded": ok,
-                    }
-                )
-                print(json.dumps({"round": r + 1, **rounds[-1]}), file=sys.stderr, flush=True)
+            cold = statistics.median([cold_runsc(bench, i) for i in range(args.n)])
+            report["cold_runsc_p50_ms"] = ms(cold)
+            saturation = args.saturation
+            if "throughput" in phases:
+                report["throughput"] = result = throughput(bench, args.throughput_n, args.rounds)
+                saturation = float(result["sandq_per_s"])  # type: ignore[arg-type]
+            if "latency" in phases:
+                report["latency"] = latency(bench, args.n, args.poisson_n, saturation, cold)
+            if "batch" in phases:
+                report["interactive_behind_batch"] = batch(bench, args.batch_n, args.alone_n)
+            if "memory" in phases:
+                report["idle_memory"] = memory(bench, [1, 2, 4, 8, 16])
         finally:
-            worker.stop()
-            client.close()
-            redis_server.stop()
-    report = {
-        "benchmark": "local",
-        "code": CODE,
-        "n": args.n,
-        "queue_p50_s": round(statistics.median(latencies), 4),
-        "queue_p99_s": round(percentile(latencies, 0.99), 4),
-        "cold_runsc_p50_s": round(statistics.median(cold), 4),
-        "queue_p50_over_cold_p50": round(statistics.median(latencies) / statistics.median(cold), 3),
-        "throughput_concurrency": args.concurrency,
-        "throughput_n": args.throughput_n,
-        "throughput_rounds": rounds,
-        "throughput_per_s_median": round(statistics.median(rates), 2),
-        "cold_runsc_throughput_per_s_median": round(statistics.median(cold_rates), 2),
-        "throughput_over_cold_median": round(statistics.median(ratios), 3),
-        "throughput_all_succeeded": all(oks),
-    }
-    print(json.dumps(report))
+            redis.stop()
+    report["load_after"] = os.getloadavg()
+    text = json.dumps(report)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ def task(base: Path, n: int) -> dict[str, Any]:
     """The data task through ``sandq run`` ``n`` times, on a worker of its own (no warm pool)."""
     (base / "redis").mkdir()
     redis_server = RedisServer(base / "redis")
-    settings = make_settings(redis_server.url, base / "task", warm_pool_size=0)
+    settings = make_settings(redis_server.url, base / "task", warm_pool_max=0)
     client = Client(settings)
     worker = WorkerProcess(settings, base / "worker.log")
     csv = data_task.write_csv(base / data_task.CSV_NAME)

@@ -101,7 +101,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         redis_server = RedisServer(base)
-        settings = make_settings(redis_server.url, base, concurrency=args.concurrency, warm_pool_size=0)
+        settings = make_settings(redis_server.url, base, concurrency=args.concurrency, warm_pool_max=0)
         client = Client(settings)
         worker = WorkerProcess(settings, base / "worker.log")
         try:

@@ -127,11 +127,29 @@ class Settings(BaseSettings):
     sandbox_extra_requirements: Path | None = Field(
         default=None, description="Extra requirements file (wheels only) for the sandbox environment."
     )
-    warm_pool_size: int = Field(
-        default=2,
-        ge=0,
-        le=64,
-        description="Sandboxes of the default shape kept booted per worker process (0: always cold).",
+    warm_pool_min: int = Field(
+        default=2, ge=0, le=128, description="Fewest sandboxes of the default shape kept booted per worker, "
+        "even when idle (about 22 MiB each).",
+    )
+    warm_pool_max: int = Field(
+        default=16, ge=0, le=128, description="Most sandboxes of the default shape booted ahead of demand "
+        "per worker: the pool's memory bound (0: always start cold; it caps warm_pool_min).",
+    )
+    warm_pool_reserve: int = Field(
+        default=2, ge=0, le=16, description="Warm sandboxes that batch work leaves to interactive work while "
+        "interactive work is around.",
+    )
+    warm_pool_idle_seconds: float = Field(
+        default=30, gt=0, description="Window of the arrival rate the warm pool is sized from: after this "
+        "long without demand it is back at warm_pool_min.",
+    )
+    interactive_reserve: int = Field(
+        default=1, ge=0, description="Executions at once (of concurrency) that batch work leaves to "
+        "interactive work while interactive work is around.",
+    )
+    interactive_reserve_seconds: float = Field(
+        default=30, gt=0, description="How long after the last interactive execution the reserves "
+        "(interactive_reserve, warm_pool_reserve) hold; then batch work may use everything.",
     )
     sweep_interval_seconds: float = Field(
         default=30, gt=0, description="How often each worker process removes sandboxes of dead workers."

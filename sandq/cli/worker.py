@@ -37,7 +37,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     pool: Annotated[
         str | None,
-        typer.Option(help="Celery pool: prefork, or threads (the default with SANDQ_BACKEND=kubernetes)."),
+        typer.Option(help="Celery pool: threads (the default: one process, one warm pool), or prefork."),
     ] = None,
     log_format: Annotated[
         Literal["json", "text"], typer.Option(help="json: one object per line, with execution ids.")
@@ -56,8 +56,9 @@ def worker(
         require_sandbox_env(settings)  # built here once, before any sandbox is started
     if settings.backend == "kubernetes":
         require_kubernetes(settings, "SANDQ_BACKEND=kubernetes")
-    # Kubernetes executions mostly wait on the shared watch: threads hold hundreds per process.
-    pool = pool or ("threads" if settings.backend == "kubernetes" else "prefork")
+    # Executions mostly wait (on a sandbox's pipes, on the shared watch of Jobs): threads in one
+    # process hold them, and share one warm pool per host (see docs/benchmarks.md for the figures).
+    pool = pool or "threads"
     use_for_celery_worker(log_format, loglevel)
     serve_metrics(settings)  # before anything imports prometheus_client
     from sandq.broker.app import celery_app  # noqa: PLC0415 (the worker imports its tasks)

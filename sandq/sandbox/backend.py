@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport
 from sandq.settings import Settings
 
@@ -46,11 +47,18 @@ class Backend(ABC):
 
     @abstractmethod
     def run(
-        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+        self,
+        execution_id: str,
+        request: ExecutionRequest,
+        on_output: OnOutput | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> SandboxReport:
         """Run ``request`` to completion; raise ``InfrastructureFault`` on system failure.
 
         ``on_output(stream, data)``, if given, receives the program's output as it is read.
+        ``priority`` is the kind of work the execution was submitted as; a backend with
+        capacity kept for interactive work (the local warm pool) uses it.
         """
 
     def run_batch(self, items: list[tuple[str, ExecutionRequest]], on_result: OnResult) -> None:

@@ -14,6 +14,7 @@ import time
 import redis
 
 from sandq.broker.keys import Keys
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.sandbox.backend import Backend, OnOutput
 from sandq.settings import Settings
@@ -32,7 +33,12 @@ class SimulatedLatencyBackend(Backend):
         self._lock = threading.Lock()
 
     def run(
-        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+        self,
+        execution_id: str,
+        request: ExecutionRequest,
+        on_output: OnOutput | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> SandboxReport:
         """Sleep for the run time, or until cancelled; record the run (it prints nothing to stream)."""
         seconds = float(request.labels.get("simulated_seconds", self.settings.simulated_run_seconds))

@@ -1,11 +1,13 @@
 """Per-process state of a worker, and every Celery signal the worker answers.
 
+With the threads pool (the default) one process runs every execution: one backend per worker,
+so one warm pool per worker host, started when the worker is ready and closed when it stops.
 Celery's prefork pool forks after import, so each pool process makes its own Redis client,
-backend and gates on first use (``current``); with the threads pool there is one process.
-The main process sweeps the sandboxes of dead workers before the pool starts, beats the
-heartbeat that keeps its messages from being redelivered, and hands free slots to parked
-executions periodically. Called by ``sandq.worker.task``; Celery loads it through the app's
-``include``.
+backend and gates on first use (``current``). The main process sweeps the sandboxes of dead
+workers before the pool starts, beats the heartbeat that keeps its messages from being
+redelivered, and hands free slots to parked executions periodically; its consumer leaves
+``interactive_reserve`` slots to interactive work (``lanes``). Called by ``sandq.worker.task``;
+Celery loads it through the app's ``include``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from typing import Any
 
 import redis
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import (
     task_postrun,
     task_prerun,
@@ -36,11 +39,13 @@ from sandq.settings import Settings, get_settings
 from sandq.worker import metrics
 from sandq.worker.cancellation import CancelListener
 from sandq.worker.heartbeat import Heartbeat
+from sandq.worker.lanes import InteractiveReserve
 from sandq.worker.queues import TenantQueues
 
 log = logging.getLogger(__name__)
 
 celery_app.steps["consumer"].add(TenantQueues)
+celery_app.steps["consumer"].add(InteractiveReserve)
 
 
 class Process:
@@ -66,6 +71,13 @@ class Process:
                 self.backend.start()
                 self._backend_started = True
         return self.backend
+
+    def close_backend(self) -> None:
+        """Drain the backend, if it was started."""
+        with self._lock:
+            if self._backend_started:
+                self.backend.close()
+                self._backend_started = False
 
 
 _process: Process | None = None
@@ -111,6 +123,14 @@ def _hand_off_periodically(**_: object) -> None:
     current().handoff.start()
 
 
+@worker_ready.connect
+def _start_shared_backend(sender: Any = None, **_: object) -> None:
+    """With the threads (or solo) pool, executions run in the main process: start its backend now,
+    so that its warm pool is booted before the first execution."""
+    if not isinstance(getattr(sender, "pool", None), PreforkPool):
+        current().started_backend()
+
+
 @worker_process_init.connect
 def _start_backend(**_: object) -> None:
     """Warm up each pool process's backend before its first task."""
@@ -121,7 +141,7 @@ def _start_backend(**_: object) -> None:
 def _close_backend(pid: int | None = None, **_: object) -> None:
     """Drain the backend of a pool process that exits, and drop its live metrics from the sum."""
     if _process is not None and _process.pid == os.getpid():
-        _process.backend.close()
+        _process.close_backend()
     metrics.process_gone(pid or os.getpid())
 
 
@@ -130,6 +150,13 @@ def _stop_heartbeat(**_: object) -> None:
     """Stop the heartbeat once the worker has finished (or handed back) its executions."""
     if _heartbeat is not None:
         _heartbeat.stop()
+
+
+@worker_shutdown.connect
+def _close_shared_backend(**_: object) -> None:
+    """Once its executions are over, drain the main process's backend (the threads pool's)."""
+    if _process is not None and _process.pid == os.getpid():
+        _process.close_backend()
 
 
 @task_prerun.connect

@@ -55,7 +55,7 @@ def execute_task(
     with ExitStack() as held:  # the slot is released before the result is stored
         passage = _through_gates(process, submission, held, token, park)
         if passage is Verdict.ACQUIRED:
-            passage = _run(self, process, submission, retries)
+            passage = _run(self, process, submission, retries, park.priority)
     if isinstance(passage, ExecutionResult):
         return _finish(process, submission, passage)
     return None  # parked (it comes back when handed a slot), or a duplicate
@@ -136,7 +136,9 @@ def _through_gates(
     return verdict
 
 
-def _run(task: Task[Any, Any], process: Process, submission: Submission, retries: int) -> ExecutionResult:
+def _run(
+    task: Task[Any, Any], process: Process, submission: Submission, retries: int, priority: Priority
+) -> ExecutionResult:
     """Validate and run one submission that holds its slot; retry an infrastructure fault."""
     settings = process.settings
     try:
@@ -147,10 +149,7 @@ def _run(task: Task[Any, Any], process: Process, submission: Submission, retries
     backend = process.started_backend()
     publisher = _publisher(process, submission.id, request) if backend.streams_output else None
     try:
-        if publisher is None:  # the Kubernetes backend does not take on_output yet
-            report = backend.run(submission.id, request)
-        else:
-            report = backend.run(submission.id, request, publisher)
+        report = backend.run(submission.id, request, publisher, priority=priority)
     except InfrastructureFault as fault:
         if retries < settings.max_retries:
             log.warning("infrastructure fault on %s, retrying: %s", submission.id, fault)

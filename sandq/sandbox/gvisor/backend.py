@@ -6,6 +6,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
 from sandq.sandbox.backend import Backend, InfrastructureFault, OnOutput
@@ -41,23 +42,23 @@ class GVisorBackend(Backend):
         self.cold_starts = 0
 
     def start(self) -> None:
-        """Start the warm pool (if its size is not 0) and the periodic sweep of dead workers' sandboxes.
+        """Start the warm pool (unless ``warm_pool_max`` is 0) and the periodic sweep of dead workers'
+        sandboxes.
 
         Checks the sandbox environment first (``InfrastructureFault`` if it is unusable).
         """
         sandbox_env(self.settings)
-        if self.settings.warm_pool_size and self.pool is None:
-            shape = Shape.of(ExecutionRequest(code="pass"))
-            self.pool = WarmPool(self.settings, shape, self.settings.warm_pool_size)
+        if self.settings.warm_pool_max and self.pool is None:
+            self.pool = WarmPool(self.settings, Shape.of(ExecutionRequest(code="pass")))
         self._sweeper.start()
 
     def _report_cap(self) -> int:
         return self.settings.max_output_files_bytes * 4 // 3 + 64 * 1024
 
-    def _sandbox_for(self, request: ExecutionRequest) -> LocalSandbox:
+    def _sandbox_for(self, request: ExecutionRequest, priority: Priority) -> LocalSandbox:
         shape = Shape.of(request)
         if self.pool is not None and shape == self.pool.shape:
-            warm = self.pool.take()
+            warm = self.pool.take(priority)
             if warm is not None:
                 self.warm_starts += 1
                 return warm
@@ -65,17 +66,16 @@ class GVisorBackend(Backend):
         return LocalSandbox(self.settings, shape)
 
     def run(
-        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+        self,
+        execution_id: str,
+        request: ExecutionRequest,
+        on_output: OnOutput | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> SandboxReport:
         """Run ``request`` in a sandbox used for nothing else, then remove every trace of it."""
-        if self.pool is None:
-            return self._run(execution_id, request, on_output)
-        with self.pool.busy():  # the pool refills only between executions
-            return self._run(execution_id, request, on_output)
-
-    def _run(self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None) -> SandboxReport:
         try:
-            sandbox = self._sandbox_for(request)
+            sandbox = self._sandbox_for(request, priority)
         except OSError as error:
             raise InfrastructureFault(f"could not start a sandbox: {error}") from error
         with self._lock:
@@ -130,11 +130,13 @@ class GVisorBackend(Backend):
             log.info("removed leftover sandbox %s", name)
 
     def close(self) -> None:
-        """Drain the warm pool and finish every pending teardown."""
+        """Drain the warm pool, finish every pending teardown, and sweep once more (what processes
+        killed meanwhile left behind)."""
         self._sweeper.stop()
         if self.pool is not None:
             self.pool.close()
         self._reaper.shutdown(wait=True)
+        self.sweep()
 
 
 def _report(capture: Capture) -> SandboxReport:

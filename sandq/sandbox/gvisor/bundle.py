@@ -19,6 +19,7 @@ from sandq.contract import ExecutionRequest
 from sandq.sandbox import environment
 from sandq.sandbox.backend import InfrastructureFault
 from sandq.sandbox.environment import MOUNT_POINT
+from sandq.sandbox.gvisor import cgroup
 from sandq.sandbox.protocol import MOUNT_DIR, RUNNER_FILE, runner_command, runner_source
 from sandq.settings import Settings
 
@@ -69,6 +70,10 @@ class Shape:
         """The shape a request needs."""
         return cls(request.cpu_limit, request.mem_limit)
 
+    def cpu_quota_us(self) -> int:
+        """The CPU quota of this shape, in microseconds per ``CPU_PERIOD_US``."""
+        return int(parse_quantity(self.cpu_limit) * CPU_PERIOD_US)
+
 
 def oci_config(
     shape: Shape, settings: Settings, files_dir: Path, sandbox_name: str, env_dir: Path
@@ -80,7 +85,7 @@ def oci_config(
     and the user's code run its interpreter.
     """
     mem = int(parse_quantity(shape.mem_limit))
-    cpu_quota = int(parse_quantity(shape.cpu_limit) * CPU_PERIOD_US)
+    cpu_quota = shape.cpu_quota_us()
     tmp_bytes = settings.tmp_size_bytes
     rlimits = [
         ("RLIMIT_NPROC", settings.nproc_limit),
@@ -124,7 +129,7 @@ def oci_config(
         ],
         "linux": {
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-            "cgroupsPath": f"/sandq/{sandbox_name}",
+            "cgroupsPath": f"/{cgroup.PARENT}/{sandbox_name}",
             "resources": {
                 "memory": {"limit": mem, "swap": mem},
                 "cpu": {"quota": cpu_quota, "period": CPU_PERIOD_US},
@@ -170,12 +175,26 @@ def runner_dir(settings: Settings) -> Path:
     return target
 
 
-def write_bundle(bundle: Path, shape: Shape, settings: Settings, sandbox_name: str) -> None:
-    """Write the bundle directory: ``config.json`` and an empty root; the runner comes from ``runner_dir``."""
+def write_bundle(
+    bundle: Path, shape: Shape, settings: Settings, sandbox_name: str, *, warm: bool = False
+) -> None:
+    """Write the bundle directory: ``config.json`` and an empty root; the runner comes from ``runner_dir``.
+
+    ``warm``: a sandbox booted ahead of demand, at the lowest CPU weight and without quota; its
+    quota is set on its cgroup when it is handed its job (``cgroup``).
+    """
     env_dir = sandbox_env(settings)
     (bundle / "rootfs").mkdir(parents=True)
     config = oci_config(shape, settings, runner_dir(settings), sandbox_name, env_dir)
+    if warm:
+        config = booting_at_lowest_weight(config)
     (bundle / "config.json").write_text(json.dumps(config))
+
+
+def booting_at_lowest_weight(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the lowest CPU weight and no CPU quota (runsc then never writes ``cpu.cfs_*``)."""
+    resources = {**config["linux"]["resources"], "cpu": {"shares": cgroup.BOOT_SHARES}}
+    return {**config, "linux": {**config["linux"], "resources": resources}}
 
 
 def sandbox_env(settings: Settings) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sandq.sandbox.backend import OnOutput
@@ -17,6 +19,8 @@ from sandq.sandbox.gvisor.bundle import Shape, write_bundle
 from sandq.sandbox.gvisor.streams import Streams, read_streams
 from sandq.sandbox.protocol import READY
 from sandq.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SANDBOX_PREFIX = "sq-"
 OWNER_FILE = "owner.pid"
@@ -34,19 +38,16 @@ class Capture:
 class LocalSandbox:
     """A ``runsc run`` whose runner waits on stdin for exactly one job."""
 
-    def __init__(self, settings: Settings, shape: Shape) -> None:
+    def __init__(self, settings: Settings, shape: Shape, *, warm: bool = False) -> None:
+        """Start the sandbox; ``warm``: booted ahead of demand, its CPU limits set when it is taken."""
         self.settings = settings
         self.shape = shape
         self.name = SANDBOX_PREFIX + uuid.uuid4().hex[:16]
         self.bundle = settings.bundle_dir / self.name
-        write_bundle(self.bundle, shape, settings, self.name)
+        write_bundle(self.bundle, shape, settings, self.name, warm=warm)
         (self.bundle / OWNER_FILE).write_text(str(os.getpid()))
-        self.proc = subprocess.Popen(
-            [*runsc_base(settings), "--network=none", "run", "--bundle", str(self.bundle), self.name],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
+        self.proc = _spawner.start(
+            [*runsc_base(settings), "--network=none", "run", "--bundle", str(self.bundle), self.name]
         )
         self._ready = False
 
@@ -123,6 +124,40 @@ class LocalSandbox:
             shutil.rmtree(self.bundle, ignore_errors=True)
 
 
+class _Spawner:
+    """Starts every ``runsc run`` of this process from one thread that lives as long as the process.
+
+    Each is started under ``setpriv --pdeathsig KILL``, so it is killed when this process dies,
+    even by SIGKILL, and an attached ``runsc run`` takes its sandbox and gofer down with it (the
+    state left behind is swept by the next worker). The parent-death signal fires when the
+    *thread* that started the process ends, hence the one long-lived thread (one per process:
+    a forked child makes its own).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: tuple[int, ThreadPoolExecutor] | None = None
+        self._prefix = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+        if not self._prefix:
+            log.warning("setpriv (util-linux) not found: sandboxes may outlive a killed worker until swept")
+
+    def start(self, args: list[str]) -> subprocess.Popen[bytes]:
+        """``args`` started with its three standard streams piped, in a session of its own."""
+        with self._lock:
+            if self._thread is None or self._thread[0] != os.getpid():
+                self._thread = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="sandq-spawn"))
+            thread = self._thread[1]
+        return thread.submit(self._popen, [*self._prefix, *args]).result()
+
+    @staticmethod
+    def _popen(args: list[str]) -> subprocess.Popen[bytes]:
+        pipe = subprocess.PIPE
+        return subprocess.Popen(args, stdin=pipe, stdout=pipe, stderr=pipe, start_new_session=True)
+
+
+_spawner = _Spawner()
+
+
 def _write_and_close(stdin: object, job: bytes) -> None:
     assert hasattr(stdin, "write") and hasattr(stdin, "close")
     with contextlib.suppress(OSError):  # the sandbox died first: its exit code tells why
@@ -147,9 +182,16 @@ def has_state(settings: Settings, name: str) -> bool:
 
 
 def remove_sandbox(settings: Settings, name: str) -> None:
-    """Kill, delete and forget a sandbox by name, whatever state it is in."""
+    """Kill, delete and forget a sandbox by name, whatever state it is in.
+
+    Its bundle (with its owner file) goes only once runsc has forgotten it, so that a sweep that
+    could not delete it finds it again.
+    """
     runsc(settings, "kill", "--all", name, "KILL")
     runsc(settings, "delete", "--force", name)
+    if has_state(settings, name):
+        log.warning("runsc could not delete sandbox %s yet; a later sweep tries again", name)
+        return
     shutil.rmtree(settings.bundle_dir / name, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
 from sandq.sandbox.backend import Backend, InfrastructureFault, OnOutput, OnResult
@@ -48,7 +49,12 @@ class KubernetesBackend(Backend):
         self._lock = threading.Lock()
 
     def run(
-        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None
+        self,
+        execution_id: str,
+        request: ExecutionRequest,
+        on_output: OnOutput | None = None,
+        *,
+        priority: Priority = "interactive",
     ) -> SandboxReport:
         """Run ``request`` as a Job; raise ``InfrastructureFault`` if the API stays unreachable.
 

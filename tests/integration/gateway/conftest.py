@@ -162,7 +162,7 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         pytest.fail("the gateway's end-to-end tests need root and runsc: run `make test`")
     base = tmp_path_factory.mktemp("gateway-stack")
     settings = make_settings(
-        redis_server.url, base, warm_pool_size=1, concurrency=3,
+        redis_server.url, base, warm_pool_min=1, warm_pool_max=1, concurrency=3,
         tenant_overrides={TIGHT: {"max_in_flight": 1, "max_queued": 1}},
     )
     env = settings_env(settings)

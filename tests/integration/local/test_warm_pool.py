@@ -1,20 +1,29 @@
-"""The warm pool: each sandbox used once, the request's limits enforced, none outliving its worker."""
+"""The warm pool: each sandbox used once, the request's limits enforced, none outliving its worker,
+sized to demand, refilled as soon as a sandbox is taken, and a reserve left to interactive work."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from sandq import Client, ExecutionRequest, Settings, Status
+from sandq.broker.routing import Priority
+from sandq.contract import SandboxReport
+from sandq.sandbox.gvisor import cgroup
 from sandq.sandbox.gvisor.backend import GVisorBackend
-from sandq.sandbox.gvisor.sandbox import SANDBOX_PREFIX
+from sandq.sandbox.gvisor.bundle import Shape
+from sandq.sandbox.gvisor.pool import WarmPool
+from sandq.sandbox.gvisor.sandbox import SANDBOX_PREFIX, LocalSandbox
 from tests.conftest import RedisServer, WorkerProcess, listed_sandboxes, make_settings
+
+DEFAULT_SHAPE = Shape.of(ExecutionRequest(code="pass"))
 
 
 def running_sandboxes(settings: Settings) -> list[str]:
@@ -25,22 +34,28 @@ def running_sandboxes(settings: Settings) -> list[str]:
 
 
 def runsc_processes(names: list[str]) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     return [line for line in ps.splitlines() if any(name in line for name in names)]
 
 
-def wait_for(predicate: object, timeout: float = 30) -> None:
+def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def cpu(name: str) -> tuple[int, int]:
+    """The CPU weight and quota of a sandbox's cgroup."""
+    directory = cgroup.directory(name)
+    return int((directory / "cpu.shares").read_text()), int((directory / "cpu.cfs_quota_us").read_text())
 
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[GVisorBackend]:
-    settings = make_settings("redis://unused", tmp_path, warm_pool_size=2)
+    settings = make_settings("redis://unused", tmp_path, warm_pool_min=2, warm_pool_max=4)
     b = GVisorBackend(settings)
     b.start()
     yield b
@@ -49,11 +64,18 @@ def backend(tmp_path: Path) -> Iterator[GVisorBackend]:
     assert [p for p in settings.bundle_dir.iterdir() if p.name.startswith(SANDBOX_PREFIX)] == []
 
 
-def run_warm(backend: GVisorBackend, code: str, **fields: object) -> object:
+def the_pool(backend: GVisorBackend) -> WarmPool:
     assert backend.pool is not None
-    wait_for(lambda: backend.pool is not None and backend.pool.ready_count() == backend.pool.size)
+    return backend.pool
+
+
+def run_warm(
+    backend: GVisorBackend, code: str, priority: Priority = "interactive", **fields: object
+) -> SandboxReport:
+    pool = the_pool(backend)
+    wait_for(lambda: pool.ready_count() >= 1)
     before = backend.warm_starts
-    report = backend.run("exec", ExecutionRequest(code=code, **fields))  # type: ignore[arg-type]
+    report = backend.run("exec", ExecutionRequest(code=code, **fields), priority=priority)  # type: ignore[arg-type]
     assert backend.warm_starts == before + 1, "the execution did not use a warm sandbox"
     return report
 
@@ -61,27 +83,50 @@ def run_warm(backend: GVisorBackend, code: str, **fields: object) -> object:
 def test_warm_sandboxes_are_never_reused(backend: GVisorBackend) -> None:
     code = "import os\nprint(os.path.exists('/tmp/marker'))\nopen('/tmp/marker', 'w').write('x')"
     reports = [run_warm(backend, code) for _ in range(4)]
-    assert [r.stdout for r in reports] == ["False\n"] * 4  # type: ignore[attr-defined]
-    names = [r.sandbox_name for r in reports]  # type: ignore[attr-defined]
+    assert [r.stdout for r in reports] == ["False\n"] * 4
+    names = [r.sandbox_name for r in reports]
     assert len(set(names)) == 4
     wait_for(lambda: not set(names) & set(running_sandboxes(backend.settings)))
 
 
 def test_warm_sandbox_enforces_the_timeout_of_its_request(backend: GVisorBackend) -> None:
     report = run_warm(backend, "while True: pass", timeout_seconds=1)
-    assert report.status is Status.TIMED_OUT  # type: ignore[attr-defined]
+    assert report.status is Status.TIMED_OUT
 
 
 def test_warm_sandbox_enforces_the_output_limit_of_its_request(backend: GVisorBackend) -> None:
     report = run_warm(backend, "print('y' * 100_000)", max_output_bytes=4096)
-    assert report.status is Status.OUTPUT_LIMIT_EXCEEDED  # type: ignore[attr-defined]
-    assert len(report.stdout) == 4096  # type: ignore[attr-defined]
+    assert report.status is Status.OUTPUT_LIMIT_EXCEEDED
+    assert len(report.stdout) == 4096
 
 
 def test_warm_sandbox_enforces_the_memory_limit_of_its_shape(backend: GVisorBackend) -> None:
     code = "blocks = []\nwhile True:\n    blocks.append(bytearray(32 * 1024 * 1024))"
     report = run_warm(backend, code)  # the default shape: 512Mi
-    assert report.status is Status.OOM_KILLED  # type: ignore[attr-defined]
+    assert report.status is Status.OOM_KILLED
+
+
+@pytest.mark.parametrize(("priority", "shares"), [("interactive", 8192), ("batch", 1024)])
+def test_a_warm_sandbox_boots_at_the_lowest_weight_and_runs_its_job_under_its_cpu_quota(
+    backend: GVisorBackend, priority: Priority, shares: int
+) -> None:
+    pool = the_pool(backend)
+    wait_for(lambda: pool.ready_count() >= 1)
+    idle = [name for name in running_sandboxes(backend.settings) if cgroup.joined(name)]
+    assert idle and all(cpu(name) == (cgroup.BOOT_SHARES, -1) for name in idle)  # booted: no quota yet
+    seen: list[tuple[int, int]] = []
+
+    def look() -> None:  # while the job runs, from the host
+        wait_for(lambda: bool(backend._running))
+        (sandbox,) = backend._running.values()
+        seen.append(cpu(sandbox.name))
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    report = run_warm(backend, "import time\ntime.sleep(3)", priority)
+    looker.join()
+    assert report.status is Status.SUCCEEDED
+    assert seen == [(shares, 50_000)]  # the default shape's 500m, set before the job was written
 
 
 def test_another_shape_starts_cold_with_its_own_limits(backend: GVisorBackend) -> None:
@@ -92,65 +137,24 @@ def test_another_shape_starts_cold_with_its_own_limits(backend: GVisorBackend) -
     assert report.status is Status.OOM_KILLED
 
 
-def test_no_warm_sandbox_outlives_a_killed_worker(tmp_path: Path, redis_server: RedisServer) -> None:
-    settings = make_settings(
-        redis_server.url, tmp_path, warm_pool_size=2, concurrency=2, sweep_interval_seconds=1
-    )
-    client = Client(settings)
-    worker = WorkerProcess(settings, tmp_path / "worker.log")
-    try:
-        worker.wait_ready(client)
-        wait_for(lambda: len(running_sandboxes(settings)) >= 4)  # 2 pool processes x 2 warm sandboxes
-        names = running_sandboxes(settings)
-        assert all(n.startswith(SANDBOX_PREFIX) for n in names)
-        _kill_worker_tree(worker)
-        wait_for(lambda: runsc_processes(names) == [], timeout=30)  # no sandbox process outlives it
-        # A new worker sweeps whatever state the dead one left.
-        worker = WorkerProcess(settings, tmp_path / "worker2.log")
-        worker.wait_ready(client)
-        result = client.run(ExecutionRequest(code="print('fresh')"), timeout=120)
-        assert result.status is Status.SUCCEEDED
-        listed = listed_sandboxes(settings)
-        assert not set(names) & set(listed)
-        # A dead worker's leftovers are swept by the new worker's processes (at start and periodically).
-        wait_for(lambda: not any((settings.bundle_dir / n).exists() for n in names), timeout=30)
+def test_the_pool_refills_as_soon_as_a_sandbox_is_taken(backend: GVisorBackend) -> None:
+    pool = the_pool(backend)
+    wait_for(lambda: pool.ready_count() == pool.target())
+    taken = pool.take("batch")
+    assert taken is not None
+    try:  # the taken sandbox has not run anything yet, and its replacement is under way
+        wait_for(lambda: pool.ready_count() + pool.booting_count() >= pool.target(), timeout=5)
+        pooled = [r.sandbox.name for r in pool._ready] + [b.sandbox.name for b in pool._booting]
+        assert taken.name not in pooled
     finally:
-        worker.stop()
-        client.close()
-
-
-def _kill_worker_tree(worker: WorkerProcess) -> None:
-    """SIGKILL the worker and its pool processes at once, as a crash or OOM would."""
-    children = subprocess.run(
-        ["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    for pid in [worker.proc.pid, *map(int, children)]:
-        os.kill(pid, signal.SIGKILL)
-    worker.proc.wait()
-
-
-def test_the_pool_refills_only_between_executions(backend: GVisorBackend) -> None:
-    pool = backend.pool
-    assert pool is not None
-    wait_for(lambda: pool.ready_count() == pool.size)
-    with pool.busy():
-        taken = [pool.take(), pool.take()]
-        time.sleep(1)
-        assert pool.ready_count() == 0
-        assert pool.take() is None, "a refill started while an execution ran"
-    for sandbox in taken:
-        assert sandbox is not None
-        sandbox.remove()
-    wait_for(lambda: pool.ready_count() == pool.size)
+        taken.remove()
 
 
 def test_an_empty_pool_hands_over_the_sandbox_it_is_booting(backend: GVisorBackend) -> None:
-    pool = backend.pool
-    assert pool is not None
-    wait_for(lambda: pool.ready_count() == pool.size)
-    with pool.busy():
-        taken = [pool.take(), pool.take()]
-    wait_for(lambda: pool._booting is not None, timeout=10)
+    pool = the_pool(backend)
+    wait_for(lambda: pool.ready_count() == pool.target())
+    taken = [pool.take("interactive") for _ in range(pool.ready_count())]
+    wait_for(lambda: pool.booting_count() > 0 and pool.ready_count() == 0, timeout=10)
     before = (backend.warm_starts, backend.cold_starts)
     report = backend.run("exec", ExecutionRequest(code="print('booted for me')"))
     assert (backend.warm_starts, backend.cold_starts) == (before[0] + 1, before[1])
@@ -159,3 +163,75 @@ def test_an_empty_pool_hands_over_the_sandbox_it_is_booting(backend: GVisorBacke
     for sandbox in taken:
         assert sandbox is not None
         sandbox.remove()
+
+
+def test_batch_work_leaves_the_reserved_sandbox_to_interactive_work(tmp_path: Path) -> None:
+    settings = make_settings(
+        "redis://unused", tmp_path, warm_pool_min=1, warm_pool_max=1, warm_pool_reserve=1
+    )
+    pool = WarmPool(settings, DEFAULT_SHAPE)
+    try:
+        wait_for(lambda: pool.ready_count() == 1)
+        first = pool.take("interactive")  # interactive work is around from now on
+        assert first is not None
+        first.remove()
+        wait_for(lambda: pool.ready_count() == 1)
+        assert pool.take("batch") is None, "batch work took the sandbox kept for interactive work"
+        reserved = pool.take("interactive")
+        assert reserved is not None
+        reserved.remove()
+    finally:
+        pool.close()
+
+
+def test_the_pool_grows_with_arrivals_and_shrinks_back_to_its_floor_when_idle(tmp_path: Path) -> None:
+    settings = make_settings(
+        "redis://unused", tmp_path, warm_pool_min=1, warm_pool_max=6, warm_pool_reserve=0,
+        warm_pool_idle_seconds=4,
+    )
+    pool = WarmPool(settings, DEFAULT_SHAPE)  # type: ignore[arg-type]
+    taken: list[LocalSandbox] = []
+    try:
+        wait_for(lambda: pool.ready_count() == 1)
+        for _ in range(8):
+            sandbox = pool.take("batch")
+            if sandbox is not None:
+                taken.append(sandbox)
+        grown = pool.target()
+        assert grown > 1
+        wait_for(lambda: pool.ready_count() + pool.booting_count() >= grown, timeout=5)
+        wait_for(lambda: pool.target() == 1 and pool.ready_count() + pool.booting_count() == 1, timeout=60)
+    finally:
+        for sandbox in taken:
+            sandbox.remove()
+        pool.close()
+
+
+def test_no_sandbox_outlives_a_worker_killed_with_sigkill(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The worker owns the pool; SIGKILL of it takes every sandbox down, warm or running a job."""
+    settings = make_settings(
+        redis_server.url, tmp_path, warm_pool_min=2, concurrency=2, sweep_interval_seconds=1
+    )
+    client = Client(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    try:
+        worker.wait_ready(client)
+        spin = ExecutionRequest(code="print('spinning', flush=True)\nwhile True: pass", timeout_seconds=300)
+        client.submit(spin)
+        wait_for(lambda: len(running_sandboxes(settings)) >= 3)  # one running the job, two warm
+        names = running_sandboxes(settings)
+        assert all(n.startswith(SANDBOX_PREFIX) for n in names)
+        assert runsc_processes(names)  # (ps's lines are full width: the names are at their ends)
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait()
+        wait_for(lambda: runsc_processes(names) == [], timeout=30)  # none outlives it, not even the busy one
+        # A new worker sweeps whatever state the dead one left.
+        worker = WorkerProcess(settings, tmp_path / "worker2.log")
+        worker.wait_ready(client)
+        result = client.run(ExecutionRequest(code="print('fresh')"), timeout=120)
+        assert result.status is Status.SUCCEEDED
+        assert not set(names) & set(listed_sandboxes(settings))
+        wait_for(lambda: not any((settings.bundle_dir / n).exists() for n in names), timeout=30)
+    finally:
+        worker.stop()
+        client.close()

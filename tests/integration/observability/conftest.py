@@ -50,7 +50,7 @@ def observed(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
         pytest.fail("the gVisor tests need root and runsc: run `make test`, which installs it")
     base = tmp_path_factory.mktemp("observed")
     settings = make_settings(
-        redis_server.url, base, concurrency=2, warm_pool_size=0, metrics_port=free_port(),
+        redis_server.url, base, concurrency=2, warm_pool_max=0, metrics_port=free_port(),
         task_events=True,
     )
     client = Client(settings)

@@ -33,11 +33,12 @@ class ProbedWorker(WorkerProcess):
     ready_seconds = 120.0
     stop_seconds = 90.0
 
-    def __init__(self, settings: Settings, log: Path, concurrency: int) -> None:
+    def __init__(self, settings: Settings, log: Path, concurrency: int, pool: str = "threads") -> None:
         super().__init__(
             settings,
             log,
-            args=("-m", "tests.integration.reliability.probe", "worker", f"--concurrency={concurrency}"),
+            args=("-m", "tests.integration.reliability.probe", "worker", f"--concurrency={concurrency}",
+                  f"--pool={pool}"),
         )
 
     def pool_pids(self) -> set[int]:

@@ -1,5 +1,9 @@
 """Worker crashes: SIGKILLed pool processes and whole workers lose nothing and run nothing twice.
 
+The local workers here run the prefork pool, whose processes can be killed one at a time; with
+the threads pool (the default) a worker is one process, and a kill is of a whole worker (as in
+the Kubernetes test below, and ``tests/integration/local/test_warm_pool.py``).
+
 Each id must end with exactly one, right result; an execution runs again only after the
 process running it was killed; a redelivered execution starts in a fresh sandbox; redelivery
 comes within the configured bound (``redelivery_seconds`` plus one restore check); no sandbox
@@ -92,14 +96,14 @@ def test_killed_pool_processes_and_workers_lose_nothing_and_run_nothing_twice(
         tmp_path,
         redelivery_seconds=REDELIVERY_SECONDS,
         concurrency=CONCURRENCY,
-        warm_pool_size=1,
+        warm_pool_min=1, warm_pool_max=1,
         sweep_interval_seconds=1,
     )
     client = Client(settings)
     crashes = Crashes(redis.Redis.from_url(settings.redis_url), settings.queue)
     rng = random.Random(7)
     logs = iter(tmp_path / f"worker{n}.log" for n in range(100))
-    workers = [ProbedWorker(settings, next(logs), CONCURRENCY) for _ in range(2)]
+    workers = [ProbedWorker(settings, next(logs), CONCURRENCY, "prefork") for _ in range(2)]
     fresh: list[tuple[str, set[str]]] = []  # (redelivered id, sandboxes of the processes killed)
     jobs: list[Job] = []
     try:
@@ -118,7 +122,7 @@ def test_killed_pool_processes_and_workers_lose_nothing_and_run_nothing_twice(
                 kill = crashes.kill("pool_child", lambda: _kill_one(victim.pid))
             else:
                 kill = crashes.kill("whole_worker", owner.kill_tree)
-                workers[workers.index(owner)] = ProbedWorker(settings, next(logs), CONCURRENCY)
+                workers[workers.index(owner)] = ProbedWorker(settings, next(logs), CONCURRENCY, "prefork")
             killed_sandboxes = {name for name, owner in before.items() if owner in kill.pids}
             assert killed_sandboxes, "the killed execution had no sandbox"
             for job in batch:

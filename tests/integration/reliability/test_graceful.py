@@ -16,7 +16,7 @@ def test_sigterm_drains_in_flight_executions_and_the_warm_pool(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     settings = make_settings(
-        redis_server.url, tmp_path, redelivery_seconds=5, concurrency=2, warm_pool_size=1
+        redis_server.url, tmp_path, redelivery_seconds=5, concurrency=2, warm_pool_min=1, warm_pool_max=1
     )
     client = Client(settings)
     crashes = Crashes(redis.Redis.from_url(settings.redis_url), settings.queue)

@@ -54,7 +54,7 @@ def test_an_execution_longer_than_the_visibility_timeout_runs_once(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     settings = make_settings(
-        redis_server.url, tmp_path, redelivery_seconds=2, concurrency=1, warm_pool_size=0
+        redis_server.url, tmp_path, redelivery_seconds=2, concurrency=1, warm_pool_max=0
     )
     client = Client(settings)
     crashes = Crashes(redis.Redis.from_url(settings.redis_url), settings.queue)

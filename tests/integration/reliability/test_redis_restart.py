@@ -15,7 +15,9 @@ SUBMISSIONS = 24
 
 def test_a_redis_restart_loses_nothing_accepted(tmp_path: Path) -> None:
     server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
-    settings = make_settings(server.url, tmp_path, redelivery_seconds=5, concurrency=2, warm_pool_size=1)
+    settings = make_settings(
+        server.url, tmp_path, redelivery_seconds=5, concurrency=2, warm_pool_min=1, warm_pool_max=1
+    )
     client = Client(settings)
     worker = ProbedWorker(settings, tmp_path / "worker.log", concurrency=2)
     accepted: list[str] = []

@@ -103,7 +103,7 @@ def start_worker(
     """A real gVisor worker and a client on ``url``, the worker ready."""
     if os.geteuid() != 0 or shutil.which("runsc") is None:
         pytest.fail("the gVisor tests need root and runsc: run `make test`, which installs it")
-    settings = make_settings(url, base, concurrency=1, warm_pool_size=0)
+    settings = make_settings(url, base, concurrency=1, warm_pool_max=0)
     client = Client(settings)
     worker = WorkerProcess(settings, base / "worker.log", extra_env)
     try:

@@ -139,3 +139,21 @@ def test_the_environment_replaces_the_hosts_configuration_and_dev_shm_is_sized(t
     shm = mounts["/dev/shm"]
     assert shm["type"] == "tmpfs"
     assert {f"size={SHM_BYTES}", "noexec", "nosuid", "nodev", "mode=1777"} <= set(shm["options"])
+
+
+def test_a_warm_bundle_boots_at_the_lowest_weight_without_quota_and_keeps_every_other_limit(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings("redis://unused", tmp_path)
+    shape = Shape("500m", "512Mi")
+    write_bundle(tmp_path / "cold", shape, settings, "sq-cold")
+    write_bundle(tmp_path / "warm", shape, settings, "sq-warm", warm=True)
+    cold = json.loads((tmp_path / "cold" / "config.json").read_text())
+    warm = json.loads((tmp_path / "warm" / "config.json").read_text())
+    assert cold["linux"]["resources"]["cpu"] == {"quota": shape.cpu_quota_us(), "period": 100_000}
+    assert shape.cpu_quota_us() == 50_000
+    assert warm["linux"]["resources"]["cpu"] == {"shares": 2}  # no quota: runsc never writes cpu.cfs_*
+    assert warm["linux"]["resources"]["memory"] == cold["linux"]["resources"]["memory"]
+    assert warm["linux"]["cgroupsPath"] == "/sandq/sq-warm"
+    for key in ("process", "mounts", "root"):
+        assert warm[key] == cold[key]

@@ -1,0 +1,99 @@
+"""How many warm sandboxes to keep, and which one a request takes: pure, for the warm pool.
+
+Each sandbox taken is replaced by a boot that lasts about ``T`` seconds, so with requests
+arriving at rate ``λ`` the sandboxes booting at any moment follow a Poisson law of mean ``λT``
+(Little's law gives the mean). Keeping ``S`` sandboxes, ready or booting, leaves one ready for
+each request unless ``S`` or more are booting: ``S`` is that law's 99th percentile plus one.
+``λ`` is the higher of the rates over the last ``RISE_SECONDS`` (to follow a rise at once) and
+over ``warm_pool_idle_seconds`` (to fall slowly, back to the floor once idle); ``T`` is a moving
+average of the boots measured. While interactive work is around, ``warm_pool_reserve`` more
+are kept, and batch work leaves them to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from sandq.settings import Settings
+
+RISE_SECONDS = 3.0
+"""The short window of the arrival rate."""
+QUANTILE = 0.99
+"""Share of requests that should find a sandbox ready, when the pool is not at its ceiling."""
+FIRST_BOOT_SECONDS = 0.5
+"""The boot time assumed before one is measured."""
+BOOT_SMOOTHING = 0.2
+"""Weight of the latest boot in the moving average."""
+
+
+def poisson_quantile(mean: float, q: float = QUANTILE) -> int:
+    """The smallest ``k`` with P(N <= k) >= ``q``, N a Poisson variable of mean ``mean``."""
+    term = total = math.exp(-mean)
+    k = 0
+    while total < q:
+        k += 1
+        term *= mean / k
+        total += term
+    return k
+
+
+def pick(ready: int, booting: int, reserve: int, interactive: bool) -> int | None:
+    """The sandbox a request takes, as an index into the ready ones then the booting ones (each oldest
+    first), or None: start one cold.
+
+    Interactive work takes the first. Batch work leaves the first ``reserve`` to interactive work:
+    it takes a ready one only while more than ``reserve`` are ready, else a booting one past them.
+    """
+    if interactive or ready > reserve:
+        return 0 if ready + booting else None
+    return reserve if ready + booting > reserve else None
+
+
+def refilling_reserve(ready: int, booting: int, reserve: int) -> int:
+    """How many of the booting sandboxes (the oldest) refill the reserve: they boot at interactive weight."""
+    return min(booting, max(0, reserve - ready))
+
+
+class Demand:
+    """Arrivals and boot times of one pool, and the size they call for; the caller locks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ceiling = settings.warm_pool_max
+        self.floor = min(settings.warm_pool_min, self.ceiling)
+        self.window = settings.warm_pool_idle_seconds
+        self.reserve_size = settings.warm_pool_reserve
+        self.reserve_seconds = settings.interactive_reserve_seconds
+        self.boot_seconds = FIRST_BOOT_SECONDS
+        self._arrivals: deque[float] = deque()
+        self._last_interactive = -math.inf
+
+    def arrived(self, at: float, interactive: bool) -> None:
+        """A request of the pool's shape came at ``at`` (monotonic seconds)."""
+        self._arrivals.append(at)
+        if interactive:
+            self._last_interactive = at
+
+    def booted(self, seconds: float) -> None:
+        """A boot, not taken before it was ready, lasted ``seconds``."""
+        self.boot_seconds += BOOT_SMOOTHING * (seconds - self.boot_seconds)
+
+    def rate(self, now: float) -> float:
+        """Requests per second: the higher of the short and the long window's rate."""
+        while self._arrivals and self._arrivals[0] < now - self.window:
+            self._arrivals.popleft()
+        recent = 0
+        for at in reversed(self._arrivals):
+            if at < now - RISE_SECONDS:
+                break
+            recent += 1
+        return max(recent / RISE_SECONDS, len(self._arrivals) / self.window)
+
+    def reserve(self, now: float) -> int:
+        """The warm sandboxes kept for interactive work: ``warm_pool_reserve`` while it is around, else 0."""
+        return self.reserve_size if now - self._last_interactive < self.reserve_seconds else 0
+
+    def target(self, now: float) -> int:
+        """How many sandboxes to keep, ready or booting."""
+        wanted = poisson_quantile(self.rate(now) * self.boot_seconds) + 1 + self.reserve(now)
+        return max(self.floor, min(self.ceiling, wanted))
