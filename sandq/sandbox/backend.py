@@ -47,12 +47,8 @@ class Backend(ABC):
 
     @abstractmethod
     def run(
-        self,
-        execution_id: str,
-        request: ExecutionRequest,
-        on_output: OnOutput | None = None,
-        *,
-        priority: Priority = "interactive",
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,
+        *, priority: Priority = "interactive",
     ) -> SandboxReport:
         """Run ``request`` to completion; raise ``InfrastructureFault`` on system failure.
 

@@ -33,12 +33,8 @@ class SimulatedLatencyBackend(Backend):
         self._lock = threading.Lock()
 
     def run(
-        self,
-        execution_id: str,
-        request: ExecutionRequest,
-        on_output: OnOutput | None = None,
-        *,
-        priority: Priority = "interactive",
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,
+        *, priority: Priority = "interactive",
     ) -> SandboxReport:
         """Sleep for the run time, or until cancelled; record the run (it prints nothing to stream)."""
         seconds = float(request.labels.get("simulated_seconds", self.settings.simulated_run_seconds))

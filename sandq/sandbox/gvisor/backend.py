@@ -66,12 +66,8 @@ class GVisorBackend(Backend):
         return LocalSandbox(self.settings, shape)
 
     def run(
-        self,
-        execution_id: str,
-        request: ExecutionRequest,
-        on_output: OnOutput | None = None,
-        *,
-        priority: Priority = "interactive",
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,
+        *, priority: Priority = "interactive",
     ) -> SandboxReport:
         """Run ``request`` in a sandbox used for nothing else, then remove every trace of it."""
         try:

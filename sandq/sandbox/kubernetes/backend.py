@@ -49,12 +49,8 @@ class KubernetesBackend(Backend):
         self._lock = threading.Lock()
 
     def run(
-        self,
-        execution_id: str,
-        request: ExecutionRequest,
-        on_output: OnOutput | None = None,
-        *,
-        priority: Priority = "interactive",
+        self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,
+        *, priority: Priority = "interactive",
     ) -> SandboxReport:
         """Run ``request`` as a Job; raise ``InfrastructureFault`` if the API stays unreachable.
 
