@@ -163,3 +163,5 @@ def test_help_and_docstring_list_every_exit_code_and_command(sandq: Sandq) -> No
     for command in cli.app.registered_commands:
         assert command.callback is not None
         assert f"``sandq {command.callback.__name__}" in doc
+    for group in cli.app.registered_groups:
+        assert f"``sandq {group.name}" in doc
