@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 
 MAX_CODE_BYTES = 512 * 1024
 MAX_INPUT_FILES_BYTES = 768 * 1024
@@ -119,6 +119,10 @@ class ExecutionRequest(BaseModel):
     max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, ge=1024, le=16 * 1024 * 1024)
     input_files: list[File] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
+    placement: Literal["job", "warm"] | None = None
+    """Kubernetes backend only (contract version 2): run as a Job, or in a pre-started sandbox of the
+    warm pool (requests of the pool's shape only; others run as a Job). None: the worker's
+    ``SANDQ_KUBERNETES_MODE``. The local backend takes a warm sandbox whenever it has one."""
 
     @field_validator("code")
     @classmethod

@@ -29,10 +29,12 @@ from sandq.sandbox.runner import (
     READY,
     RUNNER_FILE,
     SPEC_FILE,
+    STARTED,
 )
 from sandq.settings import Settings
 
 __all__ = [
+    "ATTACHED_BOOTSTRAP",
     "CODE_FILE",
     "FRAME_BEGIN",
     "FRAME_END",
@@ -41,9 +43,12 @@ __all__ = [
     "READY",
     "RUNNER_FILE",
     "SPEC_FILE",
+    "STARTED",
     "Printed",
     "ReportUnreadable",
     "Stop",
+    "attached_command",
+    "attached_payload",
     "execution_files",
     "job_document",
     "parse_frame",
@@ -198,3 +203,32 @@ def runner_command(
 ) -> list[str]:
     """The entry command: ``runner_file`` (source or ``.pyc``), isolated, on the spec (or ``-``: stdin)."""
     return [python, "-I", f"{MOUNT_DIR}/{runner_file}", source]
+
+
+ATTACHED_BOOTSTRAP = (
+    "import sys\n"
+    "i = sys.stdin.buffer\n"
+    "n = i.readline().strip()\n"
+    "s = i.read(int(n)) if n.isdigit() else b''\n"
+    "if s and len(s) == int(n):\n"
+    "    g = {'__name__': 'sandq_runner'}\n"
+    f"    exec(compile(s, '{MOUNT_DIR}/{RUNNER_FILE}', 'exec', dont_inherit=True), g)\n"
+    "    g['attached']()\n"
+)
+"""A warm pod's whole program: read the runner's source from stdin, then let it read its job.
+
+The template that starts warm pods holds only this, so it never changes with sandq's version;
+the runner comes with each job. A cut-off source or job runs nothing.
+"""
+
+
+def attached_command(python: str) -> list[str]:
+    """The entry command of a warm pod: the bootstrap, isolated, waiting on stdin."""
+    return [python, "-I", "-c", ATTACHED_BOOTSTRAP]
+
+
+def attached_payload(request: ExecutionRequest, settings: Settings) -> bytes:
+    """What a warm pod's stdin receives: the runner's source, then the job (``marshal``), each after
+    its length on a line of its own (so that no end of stdin is needed)."""
+    job = job_document(request, settings, marker="")
+    return b"%d\n%s%d\n%s" % (len(_RUNNER_SOURCE), _RUNNER_SOURCE, len(job), job)

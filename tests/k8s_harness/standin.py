@@ -9,7 +9,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ import kmock
 from kmock._internal import enums, rendering
 
 T = TypeVar("T")
+Route = Callable[[rendering.Request, "Call"], Awaitable[aiohttp.web.StreamResponse]]
 
 JOBS = kmock.resource("batch", "v1", "jobs")
 PODS = kmock.resource("", "v1", "pods")
@@ -124,6 +125,8 @@ class StandIn(kmock.KubernetesEmulator):
     faults: list[FaultRule] = attrs.field(factory=list)
     logs: dict[tuple[str, str], bytes] = attrs.field(factory=dict)
     hooks: list[Callable[[str, str, str, dict[str, Any]], None]] = attrs.field(factory=list)
+    # Issue 16 (warm sandboxes): what serves a resource instead of kmock (pods/attach: attach.py).
+    routes: dict[str, Route] = attrs.field(factory=dict)
     random_faults: RandomFaults | None = None
     open_watches: set[Any] = attrs.field(factory=set)
     rv: int = 0
@@ -288,6 +291,8 @@ class StandIn(kmock.KubernetesEmulator):
 
     async def _serve_call(self, request: rendering.Request, call: Call) -> aiohttp.web.StreamResponse:
         ns = request.namespace or ""
+        if (route := self.routes.get(call.resource)) is not None:  # issue 16: pods/attach
+            return await route(request, call)
         if call.resource == "pods/log" and call.verb == "get":
             return self._serve_log(request, ns)
         if call.verb == "create" and isinstance(request.data, dict):
@@ -297,6 +302,8 @@ class StandIn(kmock.KubernetesEmulator):
             meta["resourceVersion"] = self._next_rv()
             meta["creationTimestamp"] = _now()
         response = await super()._handle(request)
+        if response.status == 200 and call.verb == "create":  # issue 16: as the API server answers
+            response.set_status(201)
         if response.status < 300 and call.verb in ("create", "delete"):
             name = call.name or (request.data or {}).get("metadata", {}).get("name")
             obj = self.get(request.resource, ns, name) if call.verb == "create" else None
@@ -393,8 +400,7 @@ class RunningStandIn:
         return path
 
     def leftovers(self) -> list[tuple[str, str]]:
-        """(resource, name) of every Job, Pod and ConfigMap still stored."""
-        out = []
-        for res, label in ((JOBS, "jobs"), (PODS, "pods"), (CONFIGMAPS, "configmaps")):
-            out += [(label, o["metadata"]["name"]) for o in self.api.items(res)]
-        return out
+        """(resource, name) of every object still stored: Jobs, Pods, ConfigMaps, and (issue 16)
+        agent-sandbox's claims, sandboxes, warm pools and templates."""
+        return [(res.plural, o["metadata"]["name"]) for (res, _, _), o in list(self.api.objects.items())
+                if not o.deleted]

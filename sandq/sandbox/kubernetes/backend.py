@@ -1,8 +1,10 @@
-"""KubernetesBackend: each execution as one ephemeral gVisor-sandboxed Job; batches as Indexed Jobs.
+"""KubernetesBackend: each execution as one ephemeral gVisor-sandboxed Job; batches as Indexed Jobs;
+or, placed ``warm``, in a claimed sandbox of agent-sandbox's warm pool (``warm``).
 
 Per execution: create Job, create ConfigMap (owned by the Job), read the log once, delete the
 Job: three writes and one read. Completion comes from the process's one shared watch
-(``watching``), read by ``waiting``, which single executions and Indexed Jobs share.
+(``watching``), read by ``waiting``, which single executions and Indexed Jobs share. On the
+warm path: create and delete a SandboxClaim (two writes) around one attach to its pod.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from sandq.sandbox.kubernetes.manifests import (
     EXECUTION_IDS_ANNOTATION,
     IndexedJob,
     active_deadline_seconds,
+    fits_warm,
     indexed_configmap_manifest,
     indexed_deadline_seconds,
     indexed_job_manifest,
 )
 from sandq.sandbox.kubernetes.waiting import Awaited, Ended, Waiter
+from sandq.sandbox.kubernetes.warm import WarmPath
 from sandq.sandbox.kubernetes.watching import SharedWatch
 from sandq.settings import Settings
 
@@ -42,14 +46,25 @@ class KubernetesBackend(Backend):
         self.api = api or KubeApi(settings)
         self.watch = SharedWatch(self.api)
         self.waiter = Waiter(self.api, self.watch, self.is_cancelled)
+        self.warm = WarmPath(self.api, self.watch, self.is_cancelled)
         self._janitor = Periodic("sandq-janitor", settings.sweep_interval_seconds, self.sweep)
         self._cancelled: set[str] = set()
         self._running: set[str] = set()
         self._lock = threading.Lock()
 
+    def runs_warm(self, request: ExecutionRequest) -> bool:
+        """Whether ``request`` goes to a warm sandbox: placed ``warm`` (or by default, per
+        ``kubernetes_mode``) and of the warm sandboxes' shape; any other runs as a Job."""
+        placement = request.placement or self.settings.kubernetes_mode
+        return placement == "warm" and fits_warm(request)
+
     def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
-        """Run ``request`` as a Job; raise ``InfrastructureFault`` if the API stays unreachable."""
+        """Run ``request`` as a Job or in a warm sandbox; raise ``InfrastructureFault`` if nothing ran
+        for a reason a retry may fix (the API unreachable, no sandbox in time)."""
         self.watch.start()
+        if self.runs_warm(request):
+            with self._tracking([execution_id]):
+                return self.warm.run(execution_id, request)
         started = now()
         try:
             launched = launch(self.api, request, execution_id)
