@@ -24,10 +24,10 @@ from sandq.sandbox.kubernetes.manifests import (
     EXECUTION_IDS_ANNOTATION,
     IndexedJob,
     active_deadline_seconds,
-    fits_warm,
     indexed_configmap_manifest,
     indexed_deadline_seconds,
     indexed_job_manifest,
+    runs_warm,
 )
 from sandq.sandbox.kubernetes.waiting import Awaited, Ended, Waiter
 from sandq.sandbox.kubernetes.warm import WarmPath
@@ -52,17 +52,11 @@ class KubernetesBackend(Backend):
         self._running: set[str] = set()
         self._lock = threading.Lock()
 
-    def runs_warm(self, request: ExecutionRequest) -> bool:
-        """Whether ``request`` goes to a warm sandbox: placed ``warm`` (or by default, per
-        ``kubernetes_mode``) and of the warm sandboxes' shape; any other runs as a Job."""
-        placement = request.placement or self.settings.kubernetes_mode
-        return placement == "warm" and fits_warm(request)
-
     def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
         """Run ``request`` as a Job or in a warm sandbox; raise ``InfrastructureFault`` if nothing ran
         for a reason a retry may fix (the API unreachable, no sandbox in time)."""
         self.watch.start()
-        if self.runs_warm(request):
+        if runs_warm(request, self.settings):
             with self._tracking([execution_id]):
                 return self.warm.run(execution_id, request)
         started = now()

@@ -350,6 +350,13 @@ def fits_warm(request: ExecutionRequest) -> bool:
     return _amounts(request) == _amounts(WARM_SHAPE)
 
 
+def runs_warm(request: ExecutionRequest, settings: Settings) -> bool:
+    """Whether ``request`` goes to a warm sandbox: placed ``warm`` (or by default, per
+    ``kubernetes_mode``) and of the warm sandboxes' shape; any other runs as a Job."""
+    placement = request.placement or settings.kubernetes_mode
+    return placement == "warm" and fits_warm(request)
+
+
 def warm_pod_spec(settings: Settings) -> Manifest:
     """A warm sandbox pod: the Job pod's hardening, the default shape, the runner's bootstrap on stdin.
 

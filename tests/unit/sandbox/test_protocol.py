@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import marshal
+import subprocess
+import sys
 
 import pytest
 
@@ -16,6 +18,8 @@ from sandq.sandbox.protocol import (
     RUNNER_FILE,
     Printed,
     ReportUnreadable,
+    attached_command,
+    attached_payload,
     execution_files,
     job_document,
     parse_frame,
@@ -117,3 +121,28 @@ def test_the_runner_command_is_isolated_python_on_the_spec_or_stdin() -> None:
     runner, spec = f"{MOUNT_DIR}/{RUNNER_FILE}", f"{MOUNT_DIR}/spec.json"
     assert runner_command("python3") == ["python3", "-I", runner, spec]
     assert runner_command("/usr/bin/python3", "-", "runner.pyc")[-2:] == [f"{MOUNT_DIR}/runner.pyc", "-"]
+
+
+# ---------------------------------------------------------------------------- a warm pod's stdin
+
+
+def test_attached_payload_is_the_runner_then_the_job_each_after_its_length() -> None:
+    payload = attached_payload(REQUEST, SETTINGS)
+    size, rest = payload.split(b"\n", 1)
+    assert rest[: int(size)] == runner_source()
+    size, job = rest[int(size):].split(b"\n", 1)
+    assert len(job) == int(size)
+    assert marshal.loads(job) == marshal.loads(job_document(REQUEST, SETTINGS, marker=""))
+
+
+@pytest.mark.parametrize("cut", ["empty", "in the header", "in the runner", "no job", "in the job"])
+def test_a_cut_off_payload_runs_nothing(cut: str) -> None:
+    """The bootstrap runs the runner only when its source came whole, the runner the code only when
+    its job did; before either, nothing is written on stdout (no STARTED)."""
+    payload = attached_payload(REQUEST, SETTINGS)
+    source_end = payload.index(b"\n") + 1 + len(runner_source())
+    at = {"empty": 0, "in the header": 2, "in the runner": source_end - 100, "no job": source_end,
+          "in the job": len(payload) - 5}[cut]
+    done = subprocess.run(attached_command(sys.executable), input=payload[:at], capture_output=True,
+                          timeout=60, check=False)
+    assert (done.stdout, done.stderr, done.returncode) == (b"", b"", 0)  # no STARTED, no complaint
