@@ -152,6 +152,7 @@ class KubernetesBackend(Backend):
     def close(self) -> None:
         """Stop the janitor and the shared watch, and close the connection pool."""
         self._janitor.stop()
+        self.warm.close()
         self.watch.close()
         self.api.close()
 

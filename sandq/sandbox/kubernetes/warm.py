@@ -3,7 +3,8 @@
 Per execution: create a SandboxClaim (write 1) and wait, on the process's shared watch of
 claims, until it is Ready and names its sandbox (whose pod bears the same name); attach to
 that pod once, handing its runner the job and reading its report (``attaching``); delete the
-claim (write 2), which takes the sandbox and its pod with it. The pod was scheduled, pulled
+claim (write 2), which takes the sandbox and its pod with it, off the result's path (a claim
+whose delete fails expires by its ``lifecycle``). The pod was scheduled, pulled
 and booted from the SandboxTemplate before the request came; an empty pool makes agent-sandbox
 start one cold, which the claim waits for up to ``warm_claim_timeout_seconds``.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +110,11 @@ class WarmPath:
         self.settings = api.settings
         self.watch = watch
         self.cancelled = cancelled
+        self._releases = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandq-release")
+
+    def close(self) -> None:
+        """Finish the claims' deletes still under way."""
+        self._releases.shutdown(wait=True)
 
     def run(self, execution_id: str, request: ExecutionRequest) -> SandboxReport:
         """Run ``request`` in a claimed sandbox; raise ``InfrastructureFault`` when nothing ran."""
@@ -127,7 +134,8 @@ class WarmPath:
             ended = bound if not isinstance(bound, Bound) else self._run(claim, bound, execution_id, request)
             name = bound.pod if isinstance(bound, Bound) else name
         finally:
-            delete_object(self.api, "SandboxClaim", _claims_api(self.api, "delete"), claim.name)
+            delete = _claims_api(self.api, "delete")
+            self._releases.submit(delete_object, self.api, "SandboxClaim", delete, claim.name)
         if isinstance(ended, InfrastructureFault):
             raise ended
         return ended.model_copy(update={"sandbox_name": name, "started_at": started, "finished_at": now()})

@@ -5,6 +5,7 @@ no claim, Sandbox or pod, and no call beyond the warm overlay's Role)."""
 
 from __future__ import annotations
 
+import marshal
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
+from sandq.sandbox import protocol
 from sandq.sandbox.backend import InfrastructureFault
 from sandq.sandbox.kubernetes.api import KubeApi
 from sandq.sandbox.kubernetes.backend import KubernetesBackend
@@ -125,6 +127,16 @@ def test_other_shapes_and_job_placement_run_as_jobs(env: Env) -> None:
     assert {c.name for c in env.calls if c.resource == "jobs" and c.verb == "create"} == {
         object_name("big"), object_name("placed")}
     assert not [c for c in env.calls if c.resource == "sandboxclaims" and c.verb == "create"]
+
+
+@pytest.mark.timeout(120)
+def test_a_pod_whose_python_differs_compiles_the_runners_source(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = b"\x00\x00\r\n" + marshal.dumps(compile("raise SystemExit('not this one')", "x", "exec"))
+    monkeypatch.setattr(protocol, "_runner_compiled", lambda: other)  # another interpreter's magic
+    report = _run(env, "source", ExecutionRequest(code="print('compiled here')"))
+    assert report.status is Status.SUCCEEDED and report.stdout == "compiled here\n"
 
 
 @pytest.mark.timeout(120)

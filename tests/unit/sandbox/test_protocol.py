@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import marshal
 import subprocess
@@ -126,22 +127,36 @@ def test_the_runner_command_is_isolated_python_on_the_spec_or_stdin() -> None:
 # ---------------------------------------------------------------------------- a warm pod's stdin
 
 
-def test_attached_payload_is_the_runner_then_the_job_each_after_its_length() -> None:
-    payload = attached_payload(REQUEST, SETTINGS)
-    size, rest = payload.split(b"\n", 1)
-    assert rest[: int(size)] == runner_source()
-    size, job = rest[int(size):].split(b"\n", 1)
-    assert len(job) == int(size)
+def _blocks(payload: bytes) -> list[bytes]:
+    blocks = []
+    while payload:
+        size, payload = payload.split(b"\n", 1)
+        blocks.append(payload[: int(size)])
+        payload = payload[int(size):]
+    return blocks
+
+
+def test_attached_payload_is_the_runner_twice_then_the_job_each_after_its_length() -> None:
+    source, compiled, job = _blocks(attached_payload(REQUEST, SETTINGS))
+    assert source == runner_source()
+    magic = importlib.util.MAGIC_NUMBER
+    assert compiled[: len(magic)] == magic
+    assert marshal.loads(compiled[len(magic):]).co_filename == f"{MOUNT_DIR}/{RUNNER_FILE}"
     assert marshal.loads(job) == marshal.loads(job_document(REQUEST, SETTINGS, marker=""))
 
 
-@pytest.mark.parametrize("cut", ["empty", "in the header", "in the runner", "no job", "in the job"])
+@pytest.mark.parametrize(
+    "cut", ["empty", "in the header", "in the runner", "in the compiled runner", "no job", "in the job"]
+)
 def test_a_cut_off_payload_runs_nothing(cut: str) -> None:
     """The bootstrap runs the runner only when its source came whole, the runner the code only when
     its job did; before either, nothing is written on stdout (no STARTED)."""
     payload = attached_payload(REQUEST, SETTINGS)
-    source_end = payload.index(b"\n") + 1 + len(runner_source())
-    at = {"empty": 0, "in the header": 2, "in the runner": source_end - 100, "no job": source_end,
+    source, compiled, _ = _blocks(payload)
+    source_end = payload.index(b"\n") + 1 + len(source)
+    runner_end = payload.index(b"\n", source_end) + 1 + len(compiled)
+    at = {"empty": 0, "in the header": 2, "in the runner": source_end - 100,
+          "in the compiled runner": runner_end - 100, "no job": runner_end,
           "in the job": len(payload) - 5}[cut]
     done = subprocess.run(attached_command(sys.executable), input=payload[:at], capture_output=True,
                           timeout=60, check=False)
