@@ -23,16 +23,10 @@ REQUIRED_PERMISSIONS: frozenset[Permission] = frozenset(
 ConfigMaps need no delete: each is owned by its Job and garbage-collected with it.
 """
 
+_CLAIM_VERBS = ("create", "get", "list", "watch", "delete")
 WARM_PERMISSIONS: frozenset[Permission] = frozenset(
-    {
-        ("extensions.agents.x-k8s.io", "sandboxclaims", "create"),
-        ("extensions.agents.x-k8s.io", "sandboxclaims", "get"),
-        ("extensions.agents.x-k8s.io", "sandboxclaims", "list"),
-        ("extensions.agents.x-k8s.io", "sandboxclaims", "watch"),
-        ("extensions.agents.x-k8s.io", "sandboxclaims", "delete"),
-        ("", "pods/attach", "get"),
-        ("", "pods/attach", "create"),
-    }
+    {("extensions.agents.x-k8s.io", "sandboxclaims", verb) for verb in _CLAIM_VERBS}
+    | {("", "pods/attach", verb) for verb in ("get", "create")}
 )
 """What the warm path adds: its claims (get only after a 409, as for Jobs), and the attach.
 
