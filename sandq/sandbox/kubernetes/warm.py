@@ -126,8 +126,9 @@ class WarmPath:
                 self.api, "SandboxClaim", _claims_api(self.api, "create"), _claims_api(self.api, "get"), body,
                 EXECUTION_ID_ANNOTATION,
             )
-        except LaunchRejected as error:
-            return SandboxReport(status=Status.INFRASTRUCTURE_ERROR, error=str(error), started_at=started)
+        except LaunchRejected as error:  # 404: no agent-sandbox CRDs; 403: the Role lacks the warm rules
+            why = f"{error} (warm sandboxes need agent-sandbox and the warm-sandboxes deploy component)"
+            return SandboxReport(status=Status.INFRASTRUCTURE_ERROR, error=why, started_at=started)
         name = claim.name
         try:
             bound = self._bind(claim, execution_id)

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 
@@ -264,3 +265,18 @@ def test_a_redelivered_execution_adopts_the_claim_a_crashed_worker_left(env: Env
     report = _run(env, "again", request)
     assert report.status is Status.SUCCEEDED and report.stdout == "once\n"
     assert _mine(env, "again", report.sandbox_name)[("sandboxclaims", "get")] == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_claim_left_by_a_dead_worker_expires_with_its_sandbox(env: Env) -> None:
+    """The claim's lifecycle is the backstop: past its shutdownTime agent-sandbox deletes it."""
+    settings = env.settings.model_copy(update={"janitor_grace_seconds": 0, "warm_claim_timeout_seconds": 1})
+    request = ExecutionRequest(code="print(1)", timeout_seconds=1)
+    api = KubeApi(settings)
+    try:
+        body = claim_manifest(request, settings, "orphan", now() - timedelta(seconds=34))
+        create_or_adopt(api, "SandboxClaim", _claims_api(api, "create"), _claims_api(api, "get"), body,
+                        EXECUTION_ID_ANNOTATION)
+    finally:
+        api.close()
+    assert env.wait_clean(20, keep_pool=True) == []
