@@ -10,7 +10,7 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from kmock._internal import enums, rendering
 from tests.k8s_harness import watches
 
 T = TypeVar("T")
+Route = Callable[[rendering.Request, "Call"], Awaitable[aiohttp.web.StreamResponse]]
 
 JOBS = kmock.resource("batch", "v1", "jobs")
 PODS = kmock.resource("", "v1", "pods")
@@ -182,6 +183,8 @@ class StandIn(kmock.KubernetesEmulator):
     hooks: list[Callable[[str, str, str, dict[str, Any]], None]] = attrs.field(factory=list)
     deleting: list[Callable[[Any, str, str], None]] = attrs.field(factory=list)
     """Called with (resource, namespace, name) when an object with finalizers gets its deletionTimestamp."""
+    # Issue 16 (warm sandboxes): what serves a resource instead of kmock (pods/attach: attach.py).
+    routes: dict[str, Route] = attrs.field(factory=dict)
     random_faults: RandomFaults | None = None
     open_watches: set[Any] = attrs.field(factory=set)
     history: watches.History = attrs.field(factory=watches.History)
@@ -380,6 +383,8 @@ class StandIn(kmock.KubernetesEmulator):
 
     async def _serve_call(self, request: rendering.Request, call: Call) -> aiohttp.web.StreamResponse:
         ns = request.namespace or ""
+        if (route := self.routes.get(call.resource)) is not None:  # issue 16: pods/attach
+            return await route(request, call)
         if call.resource == "pods/log" and call.verb == "get":
             return self._serve_log(request, ns)
         if call.verb in ("list", "watch") and request.resource in SERVED:
@@ -395,6 +400,8 @@ class StandIn(kmock.KubernetesEmulator):
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = _now()
         response = await super()._handle(request)
+        if response.status == 200 and call.verb == "create":  # issue 16: as the API server answers
+            response.set_status(201)
         if response.status < 300 and call.verb in ("create", "delete"):
             name = call.name or (request.data or {}).get("metadata", {}).get("name")
             obj = self.get(request.resource, ns, name) if call.verb == "create" else None
@@ -527,8 +534,7 @@ class RunningStandIn:
         return path
 
     def leftovers(self) -> list[tuple[str, str]]:
-        """(resource, name) of every Job, Pod and ConfigMap still stored."""
-        out = []
-        for res, label in ((JOBS, "jobs"), (PODS, "pods"), (CONFIGMAPS, "configmaps")):
-            out += [(label, o["metadata"]["name"]) for o in self.api.items(res)]
-        return out
+        """(resource, name) of every object still stored: Jobs, Pods, ConfigMaps, and (issue 16)
+        agent-sandbox's claims, sandboxes, warm pools and templates."""
+        return [(res.plural, o["metadata"]["name"]) for (res, _, _), o in list(self.api.objects.items())
+                if not o.deleted]
