@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import kmock
@@ -331,7 +330,12 @@ class StandIn(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(body, status=rule.status, headers=headers)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        """Serve, then drop the request from kmock's logs: kmock matches each new one against them all."""
+        """Serve, then drop the request from kmock's logs: kmock matches each new one against them all.
+
+        A body may take up to ``MAX_REQUEST_BODY`` (set on the request: a server's own request factory
+        would break the websocket upgrade of ``pods/attach`` in aiohttp 3.14).
+        """
+        raw_request._client_max_size = MAX_REQUEST_BODY
         try:
             return await super().__call__(raw_request)
         finally:
@@ -453,18 +457,6 @@ MAX_REQUEST_BODY = 3 * 1024 * 1024
 where the API server validates the object (and answers 422 for a ConfigMap over 1 MiB)."""
 
 
-class _ApiServer(aiohttp.test_utils.RawTestServer):
-    """kmock's server, taking request bodies up to the API server's limit."""
-
-    async def _make_runner(self, debug: bool = True, **kwargs: Any) -> aiohttp.web.ServerRunner:
-        def request(*args: Any) -> aiohttp.web.BaseRequest:
-            return aiohttp.web.BaseRequest(*args, self._loop, client_max_size=MAX_REQUEST_BODY)
-
-        server = aiohttp.web.Server(self._handler, loop=self._loop, debug=debug, request_factory=request,
-                                    **kwargs)
-        return aiohttp.web.ServerRunner(server, debug=debug, **kwargs)
-
-
 @dataclass
 class RunningStandIn:
     """A StandIn served on a random local port from its own event loop thread."""
@@ -489,7 +481,7 @@ class RunningStandIn:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with StandIn() as standin, kmock.Server(standin, server_cls=_ApiServer) as server:
+        async with StandIn() as standin, kmock.Server(standin) as server:
             for res in ("v1/pods", "v1/configmaps", "batch/v1/jobs"):
                 standin.resources[res] = {}
             self.standin = standin
