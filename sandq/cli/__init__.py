@@ -10,6 +10,8 @@ Commands:
 - ``sandq worker``: start a worker (Celery node ``sandq-<pid>@<host>``), with Prometheus metrics.
 - ``sandq healthcheck``: exit 0 if a worker of this host answers a ping (Kubernetes probes).
 - ``sandq janitor``: delete the Kubernetes Jobs that crashed workers left past their deadline.
+- ``sandq serve``: the multi-tenant HTTP gateway (API keys, live output as Server-Sent Events,
+  signed webhooks; ``docs/gateway.md``).
 - ``sandq doctor``: check Redis, runsc, the sandbox environment (local and the image's) and the
   Kubernetes configuration, and say how to fix each.
 
