@@ -8,8 +8,8 @@ stdout and stderr go to the pod's log as they come, and to each attached session
 and 2 (``v5.channel.k8s.io``, else ``v4``). Channel 0 feeds its stdin; ``[255, 0]`` (v5) closes it;
 with ``stdinOnce`` stdin also closes when the first session ends. When the container exits, each
 session gets ``Success`` on channel 3 (ServeAttach reports no exit code there) and is closed, and
-the pod ends as a kubelet reports it (exit 0: Succeeded; otherwise Failed, 137 not of our doing
-being the memory cgroup's kill: OOMKilled).
+the pod ends as a kubelet reports it (exit 0: Succeeded; otherwise Failed, ``OOMKilled`` when the
+pod's memory cgroup saw an OOM kill, as ``node``'s kubelet tells it, else ``Error``).
 
 Attaching to a pod that does not exist answers 404; to one whose container is not running, 400.
 An attach is a websocket upgrade of a GET (RBAC ``get``); Kubernetes 1.35 also authorizes it as
@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -35,10 +37,12 @@ from typing import Any
 import aiohttp
 import aiohttp.web
 from kmock._internal import rendering
+from kubernetes.utils.quantity import parse_quantity
 
 from sandq.sandbox import environment
 from sandq.sandbox.gvisor.bundle import Shape, oci_config
 from sandq.settings import Settings
+from tests.k8s_harness.cgroups import MemoryCgroup, remove_tree
 from tests.k8s_harness.standin import PODS, Call, PodLog, RunningStandIn, _now
 
 STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
@@ -72,6 +76,7 @@ class Container:
     attaches: int = 0
     stdin_open: bool = True
     killed: bool = False
+    cgroup: MemoryCgroup | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def close_stdin(self) -> None:
@@ -96,6 +101,7 @@ class WarmKubelet:
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.containers: dict[tuple[str, str], Container] = {}
         self.started = 0
+        self.cgroup_root = f"sandq-standin-warm-{os.getpid()}-{secrets.token_hex(4)}"
         self._tasks: set[asyncio.Task[None]] = set()
         self.api.routes["pods/attach"] = self.serve_attach
 
@@ -117,7 +123,14 @@ class WarmKubelet:
         self.containers[(ns, name)] = container
         bundle = self.bundles / container.runsc_id
         (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
-        (bundle / "config.json").write_text(json.dumps(_oci(spec, container.runsc_id)))
+        config = _oci(spec, container.runsc_id)
+        if MemoryCgroup.available:  # as the Job pods' kubelet: the pod's cgroup tells an OOM kill apart
+            limit = int(parse_quantity(((container_spec.get("resources") or {}).get("limits") or {})
+                                       .get("memory", "512Mi")))
+            container.cgroup = MemoryCgroup(self.cgroup_root, container.runsc_id, limit)
+            config["linux"]["cgroupsPath"] = container.cgroup.runsc_path
+            del config["linux"]["resources"]["memory"]
+        (bundle / "config.json").write_text(json.dumps(config))
         self.api.logs[(ns, name)] = PodLog()
         container.proc = await asyncio.create_subprocess_exec(
             self.runsc, "--root", str(self.root), "--network=none", "run", "--bundle", str(bundle),
@@ -137,6 +150,10 @@ class WarmKubelet:
                              self._pump(container, container.proc.stderr, STDERR))
         code = await container.proc.wait()
         await asyncio.to_thread(self._delete_runsc, container.runsc_id)
+        oom = code == KILLED  # without the cgroup: a SIGKILL nobody sent is taken for an OOM kill
+        if container.cgroup is not None:
+            oom = code == KILLED and container.cgroup.oom_killed()
+            container.cgroup.remove()
         for session in list(container.sessions):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await session.send_bytes(bytes([ERROR]) + SUCCESS)
@@ -144,7 +161,7 @@ class WarmKubelet:
         container.done.set()
         if container.killed:
             return
-        reason = "Completed" if code == 0 else "OOMKilled" if code == KILLED else "Error"
+        reason = "Completed" if code == 0 else "OOMKilled" if oom else "Error"
         await self._patch(container.ns, container.pod, {
             "phase": "Succeeded" if code == 0 else "Failed",
             "conditions": [{"type": t, "status": "False", "lastTransitionTime": _now()}
@@ -268,6 +285,7 @@ class WarmKubelet:
         for (ns, name) in list(self.containers):
             self.running.run(self.stop(ns, name), timeout=60)
         shutil.rmtree(self.bundles, ignore_errors=True)
+        remove_tree(self.cgroup_root)
 
 
 def _container_status(spec: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
