@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict, Unpack
+from typing import Literal, TypedDict, Unpack
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -51,9 +51,10 @@ class SandboxOptions(TypedDict, total=False):
 
     Queue: ``client``, or ``redis_url`` and ``queue`` (else ``SANDQ_REDIS_URL`` and ``SANDQ_QUEUE``).
     Each request: ``timeout_seconds``, ``cpu_requested``, ``mem_requested``, ``cpu_limit``,
-    ``mem_limit``, ``max_output_bytes``, ``tenant``, ``labels`` and ``priority``
-    (``interactive`` by default). ``queue_wait_seconds``: how long to wait for a result beyond
-    ``timeout_seconds`` before giving up and cancelling the execution (60 s by default).
+    ``mem_limit``, ``max_output_bytes``, ``tenant``, ``labels``, ``placement`` (Kubernetes:
+    ``job`` or ``warm``; None, the worker's default) and ``priority`` (``interactive`` by
+    default). ``queue_wait_seconds``: how long to wait for a result beyond ``timeout_seconds``
+    before giving up and cancelling the execution (60 s by default).
     """
 
     client: Client | None
@@ -67,6 +68,7 @@ class SandboxOptions(TypedDict, total=False):
     max_output_bytes: int
     tenant: str
     labels: dict[str, str]
+    placement: Literal["job", "warm"] | None
     priority: Priority
     queue_wait_seconds: float
 

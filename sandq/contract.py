@@ -2,7 +2,8 @@
 
 Everything that crosses Redis is one of these models, serialized as JSON.
 ``CONTRACT_VERSION`` changes whenever a field is added or changes meaning; version 2 added
-``ExecutionRequest.stream_output`` (a worker of version 1 rejects a request that sets it).
+``ExecutionRequest.stream_output`` and ``ExecutionRequest.placement`` (a worker of version 1 rejects
+a request that sets either).
 """
 
 from __future__ import annotations
@@ -137,6 +138,10 @@ class ExecutionRequest(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     stream_output: bool = False
     """Publish stdout and stderr while the code runs (``ExecutionHandle.stream``, the gateway's events)."""
+    placement: Literal["job", "warm"] | None = None
+    """Kubernetes backend only (contract version 2): run as a Job, or in a pre-started sandbox of the
+    warm pool (requests of the pool's shape only; others run as a Job). None: the worker's
+    ``SANDQ_KUBERNETES_MODE``. The local backend takes a warm sandbox whenever it has one."""
 
     @field_validator("code")
     @classmethod
@@ -170,9 +175,13 @@ class ExecutionRequest(BaseModel):
         return files
 
     def wire(self) -> dict[str, object]:
-        """The request as it travels to workers (JSON); ``stream_output`` only when set, so that a
-        worker of contract version 1 still takes every request that does not stream."""
-        return self.model_dump(mode="json", exclude=None if self.stream_output else {"stream_output"})
+        """The request as it travels to workers (JSON); the version 2 fields (``stream_output``,
+        ``placement``) only when set, so that a worker of contract version 1 still takes every request
+        that uses neither."""
+        unset = {"stream_output"} if not self.stream_output else set()
+        if self.placement is None:
+            unset.add("placement")
+        return self.model_dump(mode="json", exclude=unset or None)
 
     @model_validator(mode="after")
     def _fits_one_configmap(self) -> ExecutionRequest:

@@ -244,6 +244,26 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Pods of one Indexed Job running at once (its parallelism)."
     )
 
+    # Kubernetes warm sandboxes (agent-sandbox's SandboxClaim, SandboxTemplate, SandboxWarmPool)
+    kubernetes_mode: Literal["job", "warm"] = Field(
+        default="job",
+        description="Where a request that names no placement runs: a Job each, or a claimed sandbox of the "
+        "warm pool (requests of its shape; other shapes run as Jobs).",
+    )
+    sandbox_template: str = Field(
+        default="python-sandbox-template",
+        description="The SandboxTemplate of warm sandboxes (GkeCodeExecutor's sandbox_template).",
+    )
+    warm_pool: str = Field(
+        default="sandq-warm", description="The SandboxWarmPool a claim takes its sandbox from."
+    )
+    warm_claim_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="How long a claim may wait for its sandbox (an empty pool starts one cold); then the "
+        "claim is deleted and the execution retried as an infrastructure fault.",
+    )
+
     @field_validator("redis_url")
     @classmethod
     def _verify_tls(cls, url: str) -> str:

@@ -35,13 +35,17 @@ _WORKER_SIDE_DEFAULTS: dict[str, str | None] = {
     "image": "python:3.11-slim",
     "kubeconfig_path": None,
     "kubeconfig_context": None,
+    "sandbox_template": "python-sandbox-template",
 }
 _WORKER_SIDE_VARIABLES = {
     "namespace": "SANDQ_NAMESPACE",
     "image": "SANDQ_IMAGE",
     "kubeconfig_path": "SANDQ_KUBECONFIG_PATH",
     "kubeconfig_context": "SANDQ_KUBECONFIG_CONTEXT",
+    "sandbox_template": "SANDQ_SANDBOX_TEMPLATE",
 }
+_PLACEMENTS: dict[str, Literal["job", "warm"]] = {"job": "job", "sandbox": "warm"}
+"""GkeCodeExecutor's ``executor_type`` as sandq's request placement."""
 
 
 class QueuedCodeExecutor(BaseCodeExecutor):
@@ -49,11 +53,19 @@ class QueuedCodeExecutor(BaseCodeExecutor):
 
     Every constructor parameter of ``GkeCodeExecutor`` is accepted by the same
     name and default. ``timeout_seconds`` and the cpu/mem requests and limits
-    travel with each request. ``namespace``, ``image``, ``kubeconfig_path`` and
-    ``kubeconfig_context`` belong to the workers (``SANDQ_NAMESPACE``,
-    ``SANDQ_IMAGE``, ``SANDQ_KUBECONFIG_PATH``, ``SANDQ_KUBECONFIG_CONTEXT``):
-    they are accepted here for compatibility only, and a warning is logged when
-    they differ from the defaults.
+    travel with each request. ``namespace``, ``image``, ``kubeconfig_path``,
+    ``kubeconfig_context`` and ``sandbox_template`` belong to the workers
+    (``SANDQ_NAMESPACE``, ``SANDQ_IMAGE``, ``SANDQ_KUBECONFIG_PATH``,
+    ``SANDQ_KUBECONFIG_CONTEXT``, ``SANDQ_SANDBOX_TEMPLATE``): they are accepted
+    here for compatibility only, and a warning is logged when they differ from
+    the defaults.
+
+    ``executor_type`` places each request on a Kubernetes worker: ``"sandbox"``
+    in a pre-started sandbox claimed from agent-sandbox's warm pool (sandq's
+    warm path), ``"job"`` in a Job of its own; left out, the worker's
+    ``SANDQ_KUBERNETES_MODE`` decides. The local backend ignores it.
+    ``sandbox_gateway_name`` is accepted and unused: sandq hands code to a warm
+    sandbox through the API server (``pods/attach``), with no gateway or router.
 
     Queue parameters: ``redis_url`` and ``queue`` (else ``SANDQ_REDIS_URL`` and
     ``SANDQ_QUEUE``) or a ready ``client``; ``tenant``; ``labels`` added to every
@@ -63,7 +75,8 @@ class QueuedCodeExecutor(BaseCodeExecutor):
     ``execute_code`` never raises: a full queue, an unreachable Redis, no worker
     answering or an infrastructure fault each come back as a result whose
     stderr says what happened. Every execution is ephemeral, so ``stateful``
-    must stay False. ADK asks the model for fenced code blocks only when
+    must stay False (GkeCodeExecutor's sandbox mode, too, claims a fresh sandbox
+    for each code block and deletes it afterwards). ADK asks the model for fenced code blocks only when
     ``optimize_data_file`` is on; otherwise tell it so in the agent's
     instruction.
     """
@@ -74,13 +87,15 @@ class QueuedCodeExecutor(BaseCodeExecutor):
     namespace: str = "default"
     image: str = "python:3.11-slim"
     timeout_seconds: int = 300
-    executor_type: Literal["job"] = "job"
+    executor_type: Literal["job", "sandbox"] = "job"
     cpu_requested: str = "200m"
     mem_requested: str = "256Mi"
     cpu_limit: str = "500m"
     mem_limit: str = "512Mi"
     kubeconfig_path: str | None = None
     kubeconfig_context: str | None = None
+    sandbox_gateway_name: str | None = None
+    sandbox_template: str | None = "python-sandbox-template"
 
     # The queue's own parameters.
     redis_url: str | None = None
@@ -111,16 +126,6 @@ class QueuedCodeExecutor(BaseCodeExecutor):
             )
         return stateful
 
-    @field_validator("executor_type", mode="before")
-    @classmethod
-    def _only_job(cls, executor_type: object) -> object:
-        if executor_type != "job":
-            raise ValueError(
-                f"executor_type {executor_type!r} is not supported: sandq runs every execution "
-                "in its own gVisor sandbox, like GkeCodeExecutor's 'job' mode"
-            )
-        return executor_type
-
     @override
     def model_post_init(self, context: Any, /) -> None:
         """Check the request fields now, connect the client, warn about worker-side settings."""
@@ -137,6 +142,7 @@ class QueuedCodeExecutor(BaseCodeExecutor):
             tenant=self.tenant,
             labels=self.labels,
             queue_wait_seconds=self.queue_wait_seconds,
+            placement=_PLACEMENTS[self.executor_type] if "executor_type" in self.model_fields_set else None,
         )
         self.client = self._runner.client
         for name, default in _WORKER_SIDE_DEFAULTS.items():
@@ -148,6 +154,12 @@ class QueuedCodeExecutor(BaseCodeExecutor):
                     value,
                     _WORKER_SIDE_VARIABLES[name],
                 )
+        if self.sandbox_gateway_name is not None:
+            logger.warning(
+                "QueuedCodeExecutor ignores sandbox_gateway_name=%r: sandq hands code to warm sandboxes "
+                "through the Kubernetes API server (pods/attach), with no gateway or router",
+                self.sandbox_gateway_name,
+            )
 
     @override
     def execute_code(

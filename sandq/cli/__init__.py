@@ -12,7 +12,8 @@ Commands:
 - ``sandq janitor``: delete the Kubernetes Jobs that crashed workers left past their deadline.
 - ``sandq doctor``: check Redis, runsc, the sandbox environment (local and the image's) and the
   Kubernetes configuration, and say how to fix each.
-- ``sandq serve``: the multi-tenant HTTP gateway (API keys, live output over SSE, signed webhooks).
+- ``sandq serve``: the multi-tenant HTTP gateway (API keys, live output as Server-Sent Events,
+  signed webhooks; ``docs/gateway.md``).
 - ``sandq keys create|list|revoke``: the gateway's API keys, one tenant each.
 
 ``sandq --debug COMMAND`` (or ``SANDQ_DEBUG=1``) shows the traceback of any failure.

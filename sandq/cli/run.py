@@ -63,6 +63,10 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for the result.")] = None,
     backend: Annotated[str | None, typer.Option(help="Backend for --dry-run: kubernetes.")] = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes: job, or warm (a pre-started sandbox); default: the workers'."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the manifests it would create; contact nothing.")
     ] = False,
@@ -83,6 +87,8 @@ def run(
         "tenant": tenant,
         "input_files": [_input_file(path) for path in inputs or []],
     }
+    if placement is not None:
+        raw["placement"] = placement
     for field, limit in (("mem_requested", mem_limit), ("cpu_requested", cpu_limit)):
         default = ExecutionRequest.model_fields[field].default
         raw[field] = _smaller(default, limit)
@@ -110,7 +116,7 @@ def _print_chunk(chunk: OutputChunk) -> None:
 
 
 def _dry_run(raw: dict[str, Any], backend: str | None) -> None:
-    """Print the ConfigMap and Job a kubernetes run would create, as YAML, without a cluster."""
+    """Print what a kubernetes run would create (a Job and its ConfigMap, or a SandboxClaim), as YAML."""
     import uuid  # noqa: PLC0415
 
     from sandq.sandbox.kubernetes import dry_run_yaml  # noqa: PLC0415

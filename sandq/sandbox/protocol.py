@@ -9,6 +9,8 @@ re-exported here for the host.
 from __future__ import annotations
 
 import binascii
+import functools
+import importlib.util
 import json
 import marshal
 import math
@@ -31,10 +33,12 @@ from sandq.sandbox.runner import (
     READY,
     RUNNER_FILE,
     SPEC_FILE,
+    STARTED,
 )
 from sandq.settings import Settings
 
 __all__ = [
+    "ATTACHED_BOOTSTRAP",
     "CODE_FILE",
     "FRAME_BEGIN",
     "FRAME_END",
@@ -43,12 +47,16 @@ __all__ = [
     "READY",
     "RUNNER_FILE",
     "SPEC_FILE",
+    "STARTED",
     "Printed",
     "ReportUnreadable",
     "Stop",
+    "attached_command",
+    "attached_payload",
     "execution_files",
     "job_document",
     "parse_frame",
+    "pod_runner_spec",
     "read_report",
     "report_budget",
     "report_marker",
@@ -164,6 +172,11 @@ def report_budget(settings: Settings) -> int:
     return settings.container_log_max_bytes * 15 // 16 - 64 * 1024
 
 
+def pod_runner_spec(request: ExecutionRequest, settings: Settings, **where: str) -> dict[str, object]:
+    """``runner_spec`` for a runner in a pod, whose report goes to its log: within ``report_budget``."""
+    return {**runner_spec(request, settings, **where), "max_report_bytes": report_budget(settings)}
+
+
 def execution_files(
     request: ExecutionRequest, settings: Settings, index: int | None = None
 ) -> dict[str, bytes]:
@@ -172,8 +185,7 @@ def execution_files(
     suffix = "" if index is None else f"-{index}"
     code = f"main{suffix}.py"
     inputs = f"in{suffix}"
-    spec = runner_spec(request, settings, code=code, inputs=inputs)
-    spec["max_report_bytes"] = report_budget(settings)
+    spec = pod_runner_spec(request, settings, code=code, inputs=inputs)
     files = {code: request.code.encode("utf-8"), f"spec{suffix}.json": json.dumps(spec).encode()}
     files.update({input_key(i, inputs): f.content for i, f in enumerate(request.input_files)})
     return files
@@ -195,15 +207,18 @@ def report_marker() -> str:
     return f"\x00=====SANDQ-REPORT-{secrets.token_hex(16)}=====\n"
 
 
-def job_document(request: ExecutionRequest, settings: Settings, marker: str) -> bytes:
+def job_document(
+    request: ExecutionRequest, settings: Settings, marker: str, *, in_pod: bool = False
+) -> bytes:
     """The job as one ``marshal`` document, for a runner that reads it from stdin.
 
     ``marshal`` is built into the interpreter, so the runner imports nothing to read it
     (json would cost it tens of ms under gVisor). It travels host to sandbox only: the
-    host never unmarshals what a sandbox sends. ``marker`` precedes the runner's report.
+    host never unmarshals what a sandbox sends. ``marker`` precedes the runner's report;
+    ``in_pod``: the runner reports to a pod's log (``pod_runner_spec``).
     """
     doc = {
-        "spec": runner_spec(request, settings),
+        "spec": (pod_runner_spec if in_pod else runner_spec)(request, settings),
         "code": request.code.encode("utf-8"),
         "inputs": [(f.name, f.content) for f in request.input_files],
         "marker": marker,
@@ -216,3 +231,47 @@ def runner_command(
 ) -> list[str]:
     """The entry command: ``runner_file`` (source or ``.pyc``), isolated, on the spec (or ``-``: stdin)."""
     return [python, "-I", f"{MOUNT_DIR}/{runner_file}", source]
+
+
+ATTACHED_BOOTSTRAP = (
+    "import importlib.util, marshal, sys\n"
+    "i, m = sys.stdin.buffer, importlib.util.MAGIC_NUMBER\n"
+    "def block():\n"
+    "    n = i.readline().strip()\n"
+    "    b = i.read(int(n)) if n.isdigit() else b''\n"
+    "    return b if n.isdigit() and len(b) == int(n) else None\n"
+    "s, c = block(), block()\n"
+    "if s is not None and c is not None:\n"
+    "    same = c[:len(m)] == m\n"
+    f"    code = marshal.loads(c[len(m):]) if same else compile(s, '{MOUNT_DIR}/{RUNNER_FILE}', 'exec')\n"
+    "    g = {'__name__': 'sandq_runner'}\n"
+    "    exec(code, g)\n"
+    "    g['attached']()\n"
+)
+"""A warm pod's whole program: read the runner from stdin, then let it read its job.
+
+The runner comes twice, each after its length: as source, and compiled by the worker (behind
+its interpreter's magic number); a pod whose Python has the same magic number runs the compiled
+one (compiling cost about 20 ms of CPU under gVisor's ptrace platform), any other compiles the
+source. The template that starts warm pods holds only this, so it does not change with sandq's
+version. A cut-off runner or job runs nothing.
+"""
+
+
+def attached_command(python: str) -> list[str]:
+    """The entry command of a warm pod: the bootstrap, isolated, waiting on stdin."""
+    return [python, "-I", "-c", ATTACHED_BOOTSTRAP]
+
+
+@functools.cache
+def _runner_compiled() -> bytes:
+    """The runner compiled by this interpreter, behind its magic number (as a .pyc starts)."""
+    code = compile(_RUNNER_SOURCE, f"{MOUNT_DIR}/{RUNNER_FILE}", "exec", dont_inherit=True)
+    return importlib.util.MAGIC_NUMBER + marshal.dumps(code)
+
+
+def attached_payload(request: ExecutionRequest, settings: Settings) -> bytes:
+    """What a warm pod's stdin receives: the runner's source, the runner compiled, then the job
+    (``marshal``), each after its length on a line of its own (so that no end of stdin is needed)."""
+    blocks = (_RUNNER_SOURCE, _runner_compiled(), job_document(request, settings, marker="", in_pod=True))
+    return b"".join(b"%d\n%s" % (len(block), block) for block in blocks)

@@ -14,6 +14,11 @@ output files) behind a marker on its stdout. Two ways to get the job and the str
   ``JOB_COMPLETION_INDEX``), fork the code, capture its stdout and stderr apart up to the cap
   with the same loop as the worker (``pump``), keep the deadline, and put both streams in the
   report, which follows ``FRAME_BEGIN``.
+* ``attached()`` (a warm Kubernetes pod, whose bootstrap reads this file from stdin and calls it):
+  read the job as one ``marshal`` document, after its length, from stdin (the worker attached
+  to the pod writes both), write ``STARTED``, then run it as a pod does (forked, the report
+  after ``FRAME_BEGIN``). Nothing on stdout precedes ``STARTED``, and no user code runs
+  before it: a worker that lost the stream tells from the pod's log whether the code may have run.
 
 The report is only as trustworthy as the user's code (both run as the same user): the host
 treats it as a report of that code's own outcome, caps its size, and classifies kills itself.
@@ -60,6 +65,8 @@ FRAME_BEGIN = "\n=====SANDQ-RESULT-BEGIN=====\n"
 """The marker before a pod's report (a local report follows a marker chosen per job)."""
 FRAME_END = "\n=====SANDQ-RESULT-END=====\n"
 """The end of every report."""
+STARTED = "=====SANDQ-STARTED=====\n"
+"""What a warm pod's runner writes once it holds its whole job, before any user code runs."""
 TIMED_OUT = "timed_out"
 OUTPUT_LIMIT = "output_limit_exceeded"
 DONE = "done"
@@ -149,9 +156,17 @@ def job_from_files(spec_path: str) -> Job:
 def job_from_stdin() -> Job | None:
     """Signal readiness, then read the job (``marshal``, from the host); None on empty stdin."""
     os.write(2, READY)
+    return _job_read()
+
+
+def _job_read() -> Job | None:
+    """The job, one ``marshal`` document on the rest of stdin; None on empty stdin."""
     data = sys.stdin.buffer.read()
-    if not data:
-        return None
+    return _job_of(data) if data else None
+
+
+def _job_of(data: bytes) -> Job:
+    """The job in ``data`` (``marshal``); a cut-off document raises, as ``marshal`` needs all of it."""
     doc = marshal.loads(data)  # noqa: S302 (written by the host, which the sandbox trusts)
     inputs = [(name, content) for name, content in doc["inputs"]]
     return Job(doc["spec"], doc["code"], inputs, doc["marker"])
@@ -605,6 +620,19 @@ def spec_path(argument: str) -> str:
     if INDEX_PLACEHOLDER not in argument:
         return argument
     return argument.replace(INDEX_PLACEHOLDER, str(int(os.environ["JOB_COMPLETION_INDEX"])))
+
+
+def attached() -> None:
+    """A warm pod's runner: its job (its length on a line, then the document) from stdin, then
+    ``STARTED``, then the framed report. A short or empty stdin (released unused) runs nothing."""
+    stdin = sys.stdin.buffer
+    size = stdin.readline().strip()
+    data = stdin.read(int(size)) if size.isdigit() else b""
+    if not data or len(data) != int(size):
+        return
+    job = _job_of(data)
+    os.write(1, STARTED.encode("ascii"))
+    write_report(1, FRAME_BEGIN, run_forked(job))
 
 
 def main() -> None:

@@ -34,14 +34,21 @@ class Case:
     expect: dict[str, Any]
     local_expect: dict[str, Any] | None = None
     """Where the local backend ends otherwise (its runner runs the program in its own process)."""
+    warm_expect: dict[str, Any] | None = None
+    """Where the Kubernetes warm path ends otherwise (its pod has no ``/sandq`` files)."""
 
     @property
     def status(self) -> Status:
         return Status(self.expect["status"])
 
-    def expected(self, local: bool) -> dict[str, Any]:
-        """The expectations on the local backend (``local``) or on Kubernetes."""
-        return self.local_expect if local and self.local_expect is not None else self.expect
+    def expected(self, local: bool, warm: bool = False) -> dict[str, Any]:
+        """The expectations on the local backend (``local``), on Kubernetes's warm path (``warm``)
+        or on its Job path."""
+        if local and self.local_expect is not None:
+            return self.local_expect
+        if warm and self.warm_expect is not None:
+            return self.warm_expect
+        return self.expect
 
 
 def _input_file(spec: dict[str, Any]) -> dict[str, str]:
@@ -70,15 +77,16 @@ def load_cases() -> tuple[Case, ...]:
     entries = yaml.safe_load(CASES_FILE.read_text())
     cases = []
     for entry in entries:
-        local = entry.get("local")
-        for expect in (entry["expect"], local["expect"] if local else {}):
+        local, warm = entry.get("local"), entry.get("warm")
+        for expect in (entry["expect"], local["expect"] if local else {}, warm["expect"] if warm else {}):
             unknown = set(expect) - EXPECT_KEYS
             if unknown:
                 raise ValueError(f"case {entry['name']}: unknown expectations {sorted(unknown)}")
         why = entry["why"] + (" Locally: " + local["why"] if local else "")
+        why += " Warm: " + warm["why"] if warm else ""
         cases.append(Case(entry["name"], entry["group"], " ".join(why.split()),
                           _request(entry["request"]), dict(entry["expect"]),
-                          dict(local["expect"]) if local else None))
+                          dict(local["expect"]) if local else None, dict(warm["expect"]) if warm else None))
     return tuple(cases)
 
 
@@ -98,12 +106,13 @@ def groups() -> dict[str, list[Case]]:
     return out
 
 
-def mismatches(case: Case, result: Any, local: bool = False) -> list[str]:
+def mismatches(case: Case, result: Any, local: bool = False, warm: bool = False) -> list[str]:
     """What in ``result`` (an ExecutionResult or SandboxReport) breaks ``case``'s expectations.
 
-    ``local``: the result comes from the local backend, which some cases expect otherwise.
+    ``local``, ``warm``: the result comes from the local backend, or from Kubernetes's warm path,
+    which some cases expect otherwise.
     """
-    want = case.expected(local)
+    want = case.expected(local, warm)
     problems = []
 
     def check(ok: bool, what: str) -> None:

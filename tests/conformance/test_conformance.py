@@ -2,13 +2,18 @@
 
 Each backend gets a real ``sandq worker`` process on the session's Redis: the local gVisor
 backend, the Kubernetes backend against the API stand-in (whose kubelet runs each pod in
-runsc), and the simulated backend. Every group of cases is submitted at once; after each
-group the worker must still be alive and serve a normal execution, and on Kubernetes no Job,
-Pod or ConfigMap may be left. Where the backends truly differ, a case says so (``local:``,
-with the reason). The simulated backend runs no code at all, so of the corpus only what never
-reaches a sandbox applies to it: rejected requests, and the worker's survival. Both backends that
-run code have the same sandbox environment: every library of the lock imports, at the lock's
-version (the stand-in's pods mount the environment as the sandbox image holds it).
+runsc) on its Job path and on its warm path (``kubernetes-warm``: agent-sandbox's controllers
+and a warm pool of gVisor sandboxes on the stand-in, the job delivered through ``pods/attach``),
+and the simulated backend. Every group of cases is submitted at once; after each group the
+worker must still be alive and serve a normal execution, and on Kubernetes no Job, Pod,
+ConfigMap, claim or Sandbox may be left (beyond the warm pool's own). Where the backends truly
+differ, a case says so (``local:``, ``warm:``, with the reason); the warm path runs the pod's
+runner, so it ends as the Job path does but where its pod lacks the Job pod's /sandq files, and
+the cases of another shape than the pool's run as Jobs there.
+The simulated backend runs no code at all, so of the corpus only what never reaches a sandbox
+applies to it: rejected requests, and the worker's survival. Every backend that runs code has
+the same sandbox environment: every library of the lock imports, at the lock's version (the
+stand-in's pods, warm ones too, mount the environment as the sandbox image holds it).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.broker.app import EXECUTE_TASK
 from sandq.contract import ExecutionResult, Submission
 from sandq.sandbox.environment import default_lock, pinned
+from sandq.sandbox.kubernetes.manifests import fits_warm, object_name
 from sandq.validation import RequestRejected, validate_request
 from tests.conformance.corpus import (
     NORMAL,
@@ -48,7 +54,7 @@ WAIT = 300
 RUNNABLE = [c.name for c in runnable_cases()]
 REJECTED = [c.name for c in rejected_cases()]
 CASES = {c.name: c for c in load_cases()}
-RUNS_CODE = ["gvisor", "kubernetes"]
+RUNS_CODE = ["gvisor", "kubernetes", "kubernetes-warm"]
 BACKENDS = [*RUNS_CODE, "simulated"]
 IMPORT_EVERY_LIBRARY = """\
 import importlib, importlib.metadata as metadata
@@ -62,6 +68,9 @@ for dist in sorted(modules):
     print(dist, metadata.version(dist), *(f"{m.__name__}={getattr(m, '__version__', '-')}" for m in imported))
 """
 """Imports every top-level module of every installed distribution; prints each one's version."""
+LIBRARIES = "import_every_library"
+WARM_POOL = 4
+"""The warm pool of ``kubernetes-warm``: one sandbox per execution the worker runs at once."""
 
 
 @dataclass
@@ -73,29 +82,40 @@ class Deployment:
     worker: WorkerProcess
     kube: Env | None = None
     results: dict[str, ExecutionResult] = field(default_factory=dict)
+    ids: dict[str, str] = field(default_factory=dict)
     normal: dict[str, ExecutionResult | None] = field(default_factory=dict)
     alive: dict[str, bool] = field(default_factory=dict)
     leftovers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     _libraries: ExecutionResult | None = None
 
     def libraries(self) -> ExecutionResult:
-        """The run of ``IMPORT_EVERY_LIBRARY`` (once per deployment)."""
+        """The run of ``IMPORT_EVERY_LIBRARY`` (once per deployment); on ``kubernetes-warm`` in the
+        warm pool's shape, so that a warm pod runs it."""
         if self._libraries is None:
-            request = ExecutionRequest(
-                code=IMPORT_EVERY_LIBRARY, cpu_limit="2", mem_limit="1Gi", timeout_seconds=600
-            )
-            self._libraries = self.client.run(request, timeout=900)
+            shape = {} if self.backend == "kubernetes-warm" else {"cpu_limit": "2", "mem_limit": "1Gi"}
+            request = ExecutionRequest(code=IMPORT_EVERY_LIBRARY, timeout_seconds=600, **shape)
+            handle = self.client.submit(request, execution_id=_tagged(LIBRARIES))
+            self.ids[LIBRARIES] = handle.id
+            self._libraries = handle.result(900)
         return self._libraries
 
     def run_corpus(self) -> None:
         """Every runnable group at once, then the worker's health (and on Kubernetes, what is left)."""
         for group, cases in groups().items():
             handles = {c.name: self.client.submit(c.request, execution_id=_tagged(c.name)) for c in cases}
+            self.ids.update({name: handle.id for name, handle in handles.items()})
             for name, handle in handles.items():
                 self.results[name] = handle.result(WAIT)
             self.alive[group] = self.worker.proc.poll() is None
             self.normal[group] = self.client.run(NORMAL, timeout=WAIT) if self.alive[group] else None
-            self.leftovers[group] = self.kube.wait_clean(20) if self.kube is not None else []
+            self.leftovers[group] = self.kube.wait_clean(20, keep_pool=True) if self.kube is not None else []
+
+    def placed_warm(self, name: str) -> bool:
+        """Whether case ``name`` ran on the warm path (a claim was made for it)."""
+        assert self.kube is not None
+        claim = object_name(self.ids[name])
+        return any(c.resource == "sandboxclaims" and c.verb == "create" and c.name == claim
+                   for c in self.kube.calls)
 
 
 class Deployments:
@@ -119,12 +139,14 @@ class Deployments:
         overrides: dict[str, Any] = {"backend": backend}
         kube = None
         args: tuple[str, ...] = ("-m", "sandq", "worker", "--concurrency=4")
-        if backend == "kubernetes":
-            kube = self.stack.enter_context(kubernetes_env())
+        if backend.startswith("kubernetes"):
+            warm = backend == "kubernetes-warm"
+            kube = self.stack.enter_context(kubernetes_env(warm_pool=WARM_POOL if warm else None))
             keep = ("namespace", "kubeconfig_path", "api_backoff_seconds", "api_timeout_seconds",
                     "watch_timeout_seconds", "unschedulable_timeout_seconds", "kill_grace_seconds",
                     "api_qps", "api_burst")
             overrides.update({name: getattr(kube.settings, name) for name in keep})
+            overrides.update(backend="kubernetes", kubernetes_mode="warm" if warm else "job")
         if backend == "simulated":
             args = (*args, "--pool=threads")
         settings = make_settings(self.redis_server.url, workdir, **overrides)
@@ -185,10 +207,13 @@ def test_corpus_is_large_justified_and_consistent() -> None:
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_case(deployments: Deployments, backend: str, name: str) -> None:
     result = deployments[backend].results[name]
-    problems = mismatches(CASES[name], result, local=backend == "gvisor")
+    problems = mismatches(CASES[name], result, local=backend == "gvisor", warm=backend.endswith("warm"))
     assert problems == [], (result.status, result.error, result.stderr[-500:])
-    assert result.backend == backend and result.sandbox_name
+    assert backend.startswith(result.backend) and result.sandbox_name
     assert result.attempts == 1, "a user's program must never be retried as an infrastructure fault"
+    if backend == "kubernetes-warm":  # the pool's shape runs warm; another shape, as a Job
+        request = ExecutionRequest.model_validate(CASES[name].request)
+        assert deployments[backend].placed_warm(name) == fits_warm(request)
 
 
 @pytest.mark.parametrize("backend", RUNS_CODE)
@@ -201,7 +226,7 @@ def test_backend_serves_and_cleans_up_after_each_group(
     normal = deployment.normal[group]
     assert normal is not None and normal.status is Status.SUCCEEDED, normal
     assert normal.stdout == "still serving\n"
-    assert deployment.leftovers[group] == [], "no Job, Pod or ConfigMap may be left"
+    assert deployment.leftovers[group] == [], "no Job, Pod, ConfigMap, claim or Sandbox may be left"
 
 
 def _summary(result: ExecutionResult) -> dict[str, Any]:
@@ -220,6 +245,25 @@ def test_backends_agree(deployments: Deployments) -> None:
         name: (_summary(local.results[name]), _summary(kube.results[name]))
         for name in RUNNABLE
         if CASES[name].local_expect is None and _summary(local.results[name]) != _summary(kube.results[name])
+    }
+    assert differ == {}
+
+
+def test_warm_path_ends_as_the_job_path(deployments: Deployments) -> None:
+    """Both run the pod's runner: every case ends alike (status, exit code, output files, and the
+    streams where the case pins them), except where a case says otherwise (``warm:``)."""
+    job, warm = deployments["kubernetes"], deployments["kubernetes-warm"]
+
+    def ended(name: str, result: ExecutionResult) -> dict[str, Any]:
+        expect = CASES[name].expect
+        streams = {stream: getattr(result, stream) for stream in ("stdout", "stderr") if stream in expect}
+        return {**_summary(result), **streams}
+
+    differ = {
+        name: (ended(name, job.results[name]), ended(name, warm.results[name]))
+        for name in RUNNABLE
+        if CASES[name].warm_expect is None
+        and ended(name, job.results[name]) != ended(name, warm.results[name])
     }
     assert differ == {}
 
@@ -248,9 +292,12 @@ def test_every_library_of_the_lock_imports_at_its_version(deployments: Deploymen
     assert printed["pandas"] == [f"pandas={locked['pandas']}"]
 
 
-def test_gvisor_and_kubernetes_sandboxes_import_the_same_libraries(deployments: Deployments) -> None:
-    local, kube = (deployments[backend].libraries() for backend in RUNS_CODE)
-    assert local.stdout == kube.stdout and local.stdout.count("\n") == len(pinned(default_lock()))
+def test_every_sandbox_imports_the_same_libraries(deployments: Deployments) -> None:
+    """The local sandbox, the Job pod and the warm pod (the warm deployment runs it in its pool)."""
+    local, kube, warm = (deployments[backend].libraries() for backend in RUNS_CODE)
+    assert local.stdout == kube.stdout == warm.stdout
+    assert local.stdout.count("\n") == len(pinned(default_lock()))
+    assert deployments["kubernetes-warm"].placed_warm(LIBRARIES)
 
 
 # ---------------------------------------------------------------------------- rejected, on every backend

@@ -10,12 +10,11 @@ import json
 import random
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp.test_utils
 import aiohttp.web
 import attrs
 import kmock
@@ -24,6 +23,7 @@ from kmock._internal import enums, rendering
 from tests.k8s_harness import watches
 
 T = TypeVar("T")
+Route = Callable[[rendering.Request, "Call"], Awaitable[aiohttp.web.StreamResponse]]
 
 JOBS = kmock.resource("batch", "v1", "jobs")
 PODS = kmock.resource("", "v1", "pods")
@@ -182,6 +182,8 @@ class StandIn(kmock.KubernetesEmulator):
     hooks: list[Callable[[str, str, str, dict[str, Any]], None]] = attrs.field(factory=list)
     deleting: list[Callable[[Any, str, str], None]] = attrs.field(factory=list)
     """Called with (resource, namespace, name) when an object with finalizers gets its deletionTimestamp."""
+    # Issue 16 (warm sandboxes): what serves a resource instead of kmock (pods/attach: attach.py).
+    routes: dict[str, Route] = attrs.field(factory=dict)
     random_faults: RandomFaults | None = None
     open_watches: set[Any] = attrs.field(factory=set)
     history: watches.History = attrs.field(factory=watches.History)
@@ -328,7 +330,12 @@ class StandIn(kmock.KubernetesEmulator):
         return aiohttp.web.json_response(body, status=rule.status, headers=headers)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        """Serve, then drop the request from kmock's logs: kmock matches each new one against them all."""
+        """Serve, then drop the request from kmock's logs: kmock matches each new one against them all.
+
+        A body may take up to ``MAX_REQUEST_BODY`` (set on the request: a server's own request factory
+        would break the websocket upgrade of ``pods/attach`` in aiohttp 3.14).
+        """
+        raw_request._client_max_size = MAX_REQUEST_BODY
         try:
             return await super().__call__(raw_request)
         finally:
@@ -380,6 +387,8 @@ class StandIn(kmock.KubernetesEmulator):
 
     async def _serve_call(self, request: rendering.Request, call: Call) -> aiohttp.web.StreamResponse:
         ns = request.namespace or ""
+        if (route := self.routes.get(call.resource)) is not None:  # issue 16: pods/attach
+            return await route(request, call)
         if call.resource == "pods/log" and call.verb == "get":
             return self._serve_log(request, ns)
         if call.verb in ("list", "watch") and request.resource in SERVED:
@@ -395,6 +404,8 @@ class StandIn(kmock.KubernetesEmulator):
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = _now()
         response = await super()._handle(request)
+        if response.status == 200 and call.verb == "create":  # issue 16: as the API server answers
+            response.set_status(201)
         if response.status < 300 and call.verb in ("create", "delete"):
             name = call.name or (request.data or {}).get("metadata", {}).get("name")
             obj = self.get(request.resource, ns, name) if call.verb == "create" else None
@@ -446,18 +457,6 @@ MAX_REQUEST_BODY = 3 * 1024 * 1024
 where the API server validates the object (and answers 422 for a ConfigMap over 1 MiB)."""
 
 
-class _ApiServer(aiohttp.test_utils.RawTestServer):
-    """kmock's server, taking request bodies up to the API server's limit."""
-
-    async def _make_runner(self, debug: bool = True, **kwargs: Any) -> aiohttp.web.ServerRunner:
-        def request(*args: Any) -> aiohttp.web.BaseRequest:
-            return aiohttp.web.BaseRequest(*args, self._loop, client_max_size=MAX_REQUEST_BODY)
-
-        server = aiohttp.web.Server(self._handler, loop=self._loop, debug=debug, request_factory=request,
-                                    **kwargs)
-        return aiohttp.web.ServerRunner(server, debug=debug, **kwargs)
-
-
 @dataclass
 class RunningStandIn:
     """A StandIn served on a random local port from its own event loop thread."""
@@ -482,7 +481,7 @@ class RunningStandIn:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with StandIn() as standin, kmock.Server(standin, server_cls=_ApiServer) as server:
+        async with StandIn() as standin, kmock.Server(standin) as server:
             for res in ("v1/pods", "v1/configmaps", "batch/v1/jobs"):
                 standin.resources[res] = {}
             self.standin = standin
@@ -527,8 +526,7 @@ class RunningStandIn:
         return path
 
     def leftovers(self) -> list[tuple[str, str]]:
-        """(resource, name) of every Job, Pod and ConfigMap still stored."""
-        out = []
-        for res, label in ((JOBS, "jobs"), (PODS, "pods"), (CONFIGMAPS, "configmaps")):
-            out += [(label, o["metadata"]["name"]) for o in self.api.items(res)]
-        return out
+        """(resource, name) of every object still stored: Jobs, Pods, ConfigMaps, and (issue 16)
+        agent-sandbox's claims, sandboxes, warm pools and templates."""
+        return [(res.plural, o["metadata"]["name"]) for (res, _, _), o in list(self.api.objects.items())
+                if not o.deleted]

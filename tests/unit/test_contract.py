@@ -121,14 +121,16 @@ def test_code_and_inputs_fit_one_configmap_with_the_runner() -> None:
         validate_request({"code": code, "input_files": [f.model_dump(mode="json") for f in one_more]},
                          Settings())
 
-def test_the_wire_carries_stream_output_only_when_set() -> None:
-    """A worker of contract version 1 (no such field, extra fields forbidden) takes every other request."""
+def test_the_wire_carries_the_version_2_fields_only_when_set() -> None:
+    """A worker of contract version 1 (no such fields, extra fields forbidden) takes every other request."""
     plain = ExecutionRequest(code="print(1)")
     streaming = ExecutionRequest(code="print(1)", stream_output=True)
-    assert "stream_output" not in plain.wire()
-    assert streaming.wire()["stream_output"] is True
-    assert ExecutionRequest.model_validate(streaming.wire()) == streaming
-    assert ExecutionRequest.model_validate(plain.wire()) == plain
+    warm = ExecutionRequest(code="print(1)", placement="warm")
+    assert "stream_output" not in plain.wire() and "placement" not in plain.wire()
+    assert streaming.wire()["stream_output"] is True and "placement" not in streaming.wire()
+    assert warm.wire()["placement"] == "warm" and "stream_output" not in warm.wire()
+    for request in (plain, streaming, warm):
+        assert ExecutionRequest.model_validate(request.wire()) == request
 
 
 def test_check_tenant_is_the_contracts_own() -> None:

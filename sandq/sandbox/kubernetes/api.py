@@ -121,6 +121,11 @@ class KubeApi:
         self.api_client: Any = api_client or client.ApiClient(load_configuration(settings))
         self.core: Any = client.CoreV1Api(self.api_client)
         self.batch: Any = client.BatchV1Api(self.api_client)
+        self.custom: Any = client.CustomObjectsApi(self.api_client)
+        # kubernetes.stream swaps its ApiClient's call_api while it connects: attaches get a client
+        # of their own, and connect one at a time, so that no other call goes out as a websocket.
+        self.streams: Any = client.CoreV1Api(client.ApiClient(self.api_client.configuration))
+        self.streams_lock = threading.Lock()
         self.limiter = RateLimiter(settings.api_qps, settings.api_burst)
         self.timeout = settings.api_timeout_seconds
 
@@ -150,5 +155,6 @@ class KubeApi:
                 delay = min(delay * 2, _MAX_BACKOFF_SECONDS)
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         self.api_client.close()
+        self.streams.api_client.close()

@@ -1,8 +1,10 @@
-"""KubernetesBackend: each execution as one ephemeral gVisor-sandboxed Job; batches as Indexed Jobs.
+"""KubernetesBackend: each execution as one ephemeral gVisor-sandboxed Job; batches as Indexed Jobs;
+or, placed ``warm``, in a claimed sandbox of agent-sandbox's warm pool (``warm``).
 
 Per execution: create Job, create ConfigMap (owned by the Job), read the log once, delete the
 Job: three writes and one read. Completion comes from the process's one shared watch
-(``watching``), read by ``waiting``, which single executions and Indexed Jobs share.
+(``watching``), read by ``waiting``, which single executions and Indexed Jobs share. On the
+warm path: create and delete a SandboxClaim (two writes) around one attach to its pod.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from sandq.sandbox.kubernetes.manifests import (
     indexed_configmap_manifest,
     indexed_deadline_seconds,
     indexed_job_manifest,
+    runs_warm,
 )
 from sandq.sandbox.kubernetes.waiting import Awaited, Ended, Waiter
+from sandq.sandbox.kubernetes.warm import WarmPath
 from sandq.sandbox.kubernetes.watching import SharedWatch
 from sandq.settings import Settings
 
@@ -43,6 +47,7 @@ class KubernetesBackend(Backend):
         self.api = api or KubeApi(settings)
         self.watch = SharedWatch(self.api)
         self.waiter = Waiter(self.api, self.watch, self.is_cancelled)
+        self.warm = WarmPath(self.api, self.watch, self.is_cancelled)
         self._janitor = Periodic("sandq-janitor", settings.sweep_interval_seconds, self.sweep)
         self._cancelled: set[str] = set()
         self._running: set[str] = set()
@@ -52,11 +57,15 @@ class KubernetesBackend(Backend):
         self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,
         *, priority: Priority = "interactive",
     ) -> SandboxReport:
-        """Run ``request`` as a Job; raise ``InfrastructureFault`` if the API stays unreachable.
+        """Run ``request`` as a Job or in a warm sandbox; raise ``InfrastructureFault`` if nothing ran
+        for a reason a retry may fix (the API unreachable, no sandbox in time).
 
         The output comes with the result only (``streams_output`` is False: ``on_output`` is unused).
         """
         self.watch.start()
+        if runs_warm(request, self.settings):
+            with self._tracking([execution_id]):
+                return self.warm.run(execution_id, request)
         started = now()
         try:
             launched = launch(self.api, request, execution_id)
@@ -147,6 +156,7 @@ class KubernetesBackend(Backend):
     def close(self) -> None:
         """Stop the janitor and the shared watch, and close the connection pool."""
         self._janitor.stop()
+        self.warm.close()
         self.watch.close()
         self.api.close()
 

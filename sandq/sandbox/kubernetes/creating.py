@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,36 +32,48 @@ class LaunchRejected(Exception):
 
 @dataclass(frozen=True)
 class Launched:
-    """The Job of one execution: its name, uid, and whether this call created it."""
+    """The Job (or SandboxClaim) of one execution: its name, uid, and whether this call created it."""
 
     name: str
     uid: str
     created: bool
 
 
-def _uid(obj: Any) -> str:
-    uid = obj["metadata"]["uid"] if isinstance(obj, dict) else obj.metadata.uid
+def _metadata(obj: Any) -> tuple[str, dict[str, str]]:
+    """The uid and the annotations of a typed object or of a plain dict (a custom resource)."""
+    if isinstance(obj, dict):
+        meta = obj.get("metadata") or {}
+        uid, annotations = meta.get("uid"), meta.get("annotations")
+    else:
+        uid, annotations = obj.metadata.uid, obj.metadata.annotations
     if not uid:
-        raise InfrastructureFault("the API server returned a Job without a uid")
-    return str(uid)
+        raise InfrastructureFault("the API server returned an object without a uid")
+    return str(uid), dict(annotations or {})
+
+
+def create_or_adopt(
+    api: KubeApi, kind: str, create: Callable[..., Any], read: Callable[..., Any], body: Manifest, marker: str
+) -> Launched:
+    """Create ``body`` (``create(body)``), or on 409 adopt the object of that name (``read(name)``)
+    if its annotation ``marker`` is the body's: a redelivery, or a retried create that had succeeded."""
+    name = body["metadata"]["name"]
+    try:
+        return Launched(name, _metadata(api.call(f"create {kind}", create, body))[0], created=True)
+    except ApiException as error:
+        if error.status != CONFLICT:
+            raise LaunchRejected(f"{kind} rejected: HTTP {error.status} {error.reason}") from error
+    uid, annotations = _metadata(api.call(f"get {kind}", read, name))
+    if annotations.get(marker) != body["metadata"]["annotations"][marker]:
+        raise LaunchRejected(f"{kind} {name} exists but belongs to another execution")
+    log.info("adopting the existing %s %s", kind, name)
+    return Launched(name, uid, created=False)
 
 
 def _create_job(api: KubeApi, body: Manifest, marker: str) -> Launched:
     namespace = api.settings.namespace
-    name = body["metadata"]["name"]
-    try:
-        job = api.call("create Job", api.batch.create_namespaced_job, namespace, body)
-        return Launched(name, _uid(job), created=True)
-    except ApiException as error:
-        if error.status != CONFLICT:
-            raise LaunchRejected(f"Job rejected: HTTP {error.status} {error.reason}") from error
-    # Redelivered (or a retried create that had succeeded): attach to the existing Job.
-    job = api.call("get Job", api.batch.read_namespaced_job, name, namespace)
-    annotations = job.metadata.annotations or {}
-    if annotations.get(marker) != body["metadata"]["annotations"][marker]:
-        raise LaunchRejected(f"Job {name} exists but belongs to another execution")
-    log.info("attaching to existing Job %s", name)
-    return Launched(name, _uid(job), created=False)
+    create = functools.partial(api.batch.create_namespaced_job, namespace)
+    read = functools.partial(api.batch.read_namespaced_job, namespace=namespace)
+    return create_or_adopt(api, "Job", create, read, body, marker)
 
 
 def _create_configmap(api: KubeApi, body: Manifest) -> None:

@@ -1,7 +1,9 @@
 """Pure functions from requests and the settings to every manifest the backend creates.
 
 A Job and its ConfigMap for one execution, or for an Indexed Job of many (``IndexedJob``,
-planned by ``indexed``). Called by ``backend`` and ``dry_run``; nothing here calls the API.
+planned by ``indexed``); on the warm path, a SandboxClaim for one execution and the
+SandboxTemplate its sandbox comes from. Called by ``backend``, ``warm`` and ``dry_run``;
+nothing here calls the API.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
 from sandq.sandbox.protocol import (
     INDEXED_SPEC,
     MOUNT_DIR,
     RUNNER_FILE,
+    attached_command,
     execution_files,
     runner_command,
     runner_source,
@@ -150,6 +156,12 @@ def job_deadline_seconds(longest_timeout: int, waves: int, settings: Settings) -
     """
     backoff = math.ceil(settings.unschedulable_timeout_seconds) + math.ceil(settings.eviction_backoff_seconds)
     return (waves + 1) * pod_deadline_seconds(longest_timeout, settings) + backoff
+
+
+def run_deadline_seconds(request: ExecutionRequest, settings: Settings) -> int:
+    """How long a code that started may take: its timeout, and the kill grace in which the runner
+    reports (a warm sandbox's run, which starts only once its pod is up)."""
+    return request.timeout_seconds + math.ceil(settings.kill_grace_seconds)
 
 
 def active_deadline_seconds(request: ExecutionRequest, settings: Settings) -> int:
@@ -357,3 +369,106 @@ def data_size(files: dict[str, bytes]) -> int:
         except UnicodeDecodeError:
             size += len(key) + 4 * math.ceil(len(content) / 3)
     return size
+
+
+# -- the warm path (agent-sandbox, kubernetes-sigs/agent-sandbox) --------------------------
+
+CLAIMS_GROUP = "extensions.agents.x-k8s.io"
+CLAIMS_VERSION = "v1alpha1"
+CLAIMS = "sandboxclaims"
+"""SandboxClaim, SandboxTemplate and SandboxWarmPool are v1alpha1 in agent-sandbox up to v0.4 and
+served (deprecated, converted) from v0.5."""
+WARM_SHAPE = ExecutionRequest(code="pass")
+"""The resources of warm sandboxes: the default request's. Requests of another shape run as Jobs."""
+CLAIM_BACKSTOP_MARGIN_SECONDS = 30
+"""Slack past the claim timeout and the deadline before a claim's shutdownTime (with the janitor grace)."""
+
+
+def _amounts(request: ExecutionRequest) -> tuple[object, ...]:
+    fields = (request.cpu_requested, request.mem_requested, request.cpu_limit, request.mem_limit)
+    return tuple(parse_quantity(value) for value in fields)
+
+
+def fits_warm(request: ExecutionRequest) -> bool:
+    """Whether ``request`` asks for exactly the resources of a warm sandbox."""
+    return _amounts(request) == _amounts(WARM_SHAPE)
+
+
+def runs_warm(request: ExecutionRequest, settings: Settings) -> bool:
+    """Whether ``request`` goes to a warm sandbox: placed ``warm`` (or by default, per
+    ``kubernetes_mode``) and of the warm sandboxes' shape; any other runs as a Job."""
+    placement = request.placement or settings.kubernetes_mode
+    return placement == "warm" and fits_warm(request)
+
+
+def warm_pod_spec(settings: Settings) -> Manifest:
+    """A warm sandbox pod: the Job pod's hardening, the default shape, the runner's bootstrap on stdin.
+
+    ``stdinOnce``: the pod's stdin closes when the one attach that delivers its job ends, so a
+    pod takes at most one job; with ``restartPolicy: Never`` it then ends for good. No
+    ``activeDeadlineSeconds``: the pod waits in the pool for as long as it takes (the kubelet would
+    count a deadline from the pod's start); once its job comes, the runner keeps the deadline, and
+    the claim's ``shutdownTime`` is the backstop.
+    """
+    spec = pod_spec(WARM_SHAPE, settings, "", attached_command(POD_PYTHON))
+    del spec["activeDeadlineSeconds"]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != FILES_VOLUME]
+    container = spec["containers"][0]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != FILES_VOLUME]
+    container.update(stdin=True, stdinOnce=True, tty=False)
+    return spec
+
+
+def sandbox_template_manifest(settings: Settings) -> Manifest:
+    """The SandboxTemplate of warm sandboxes: sandq's pod, and no network at all.
+
+    ``networkPolicy: {}`` makes agent-sandbox's shared policy deny all traffic both ways; left
+    out, its default would allow egress to the internet (and set public DNS servers).
+    """
+    return {
+        "apiVersion": f"{CLAIMS_GROUP}/{CLAIMS_VERSION}",
+        "kind": "SandboxTemplate",
+        "metadata": {
+            "name": settings.sandbox_template,
+            "namespace": settings.namespace,
+            "labels": {MANAGED_BY: MANAGED_BY_VALUE},
+        },
+        "spec": {
+            "podTemplate": {
+                "metadata": {"labels": {MANAGED_BY: MANAGED_BY_VALUE}},
+                "spec": warm_pod_spec(settings),
+            },
+            "networkPolicyManagement": "Managed",
+            "networkPolicy": {},
+            "envVarsInjectionPolicy": "Disallowed",
+            "service": False,
+        },
+    }
+
+
+def claim_deadline_seconds(request: ExecutionRequest, settings: Settings) -> float:
+    """Longest a claim can be in use: waiting for its sandbox, then the run and the kill grace."""
+    return settings.warm_claim_timeout_seconds + run_deadline_seconds(request, settings)
+
+
+def claim_manifest(
+    request: ExecutionRequest, settings: Settings, execution_id: str, at: datetime
+) -> Manifest:
+    """The SandboxClaim of one execution, named as its Job would be, created at ``at``.
+
+    ``warmpool`` is always set: agent-sandbox v0.5+ converts a v1alpha1 claim without it to a
+    shadow pool. ``lifecycle`` is the backstop for a worker that dies holding it: agent-sandbox
+    deletes the claim (and its sandbox) past the deadline plus the janitor's grace.
+    """
+    slack = CLAIM_BACKSTOP_MARGIN_SECONDS + settings.janitor_grace_seconds
+    expires = at + timedelta(seconds=math.ceil(claim_deadline_seconds(request, settings) + slack))
+    return {
+        "apiVersion": f"{CLAIMS_GROUP}/{CLAIMS_VERSION}",
+        "kind": "SandboxClaim",
+        "metadata": _metadata(request, settings, execution_id),
+        "spec": {
+            "sandboxTemplateRef": {"name": settings.sandbox_template},
+            "warmpool": settings.warm_pool,
+            "lifecycle": {"shutdownTime": expires.strftime("%Y-%m-%dT%H:%M:%SZ"), "shutdownPolicy": "Delete"},
+        },
+    }

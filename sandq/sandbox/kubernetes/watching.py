@@ -1,8 +1,9 @@
 """The one shared watch per worker process: Jobs and Pods managed by sandq, cached in memory.
 
 Two long-lived streams (Jobs, Pods) serve every execution of the process, so
-the API load does not grow with concurrency. A stream resumes from its last
-resourceVersion after a drop or a timeout, and relists after ``410 Gone``.
+the API load does not grow with concurrency (the warm path adds a third, of
+SandboxClaims). A stream resumes from its last resourceVersion after a drop
+or a timeout, and relists after ``410 Gone``.
 Selectors are sent to the server and applied again client-side.
 
 Waiting is cheap: the cache keeps only what classification reads (no pod
@@ -67,7 +68,8 @@ def slim(obj: Obj, before: Obj | None = None) -> Obj:
 
 
 class SharedWatch:
-    """A cache of sandq's Jobs and Pods, kept current by one watch per kind."""
+    """A cache of sandq's Jobs and Pods (and, once the warm path runs, SandboxClaims), kept current
+    by one watch per kind."""
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
@@ -78,32 +80,34 @@ class SharedWatch:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._responses: dict[str, Any] = {}
-        self._synced = {"jobs": threading.Event(), "pods": threading.Event()}
+        self._synced: dict[str, threading.Event] = {}
 
     def start(self) -> None:
-        """Start both streams (idempotent)."""
+        """Start the streams of Jobs and Pods (idempotent)."""
+        self.add("jobs", self.api.batch.list_namespaced_job)
+        self.add("pods", self.api.core.list_namespaced_pod)
+
+    def add(self, kind: str, fn: Callable[..., Any]) -> None:
+        """Start the stream of ``kind``, listed by ``fn(namespace, **options)``, unless it runs."""
         with self._cond:
-            if self._threads:
+            if kind in self._synced:
                 return
+            self._objects.setdefault(kind, {})
+            self._synced[kind] = threading.Event()
             ns = self.api.settings.namespace
-            loops: dict[str, Callable[..., Any]] = {
-                "jobs": self.api.batch.list_namespaced_job,
-                "pods": self.api.core.list_namespaced_pod,
-            }
-            for kind, fn in loops.items():
-                thread = threading.Thread(
-                    target=self._run, args=(kind, fn, ns), name=f"sandq-watch-{kind}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
+            thread = threading.Thread(
+                target=self._run, args=(kind, fn, ns), name=f"sandq-watch-{kind}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def wait_synced(self, timeout: float) -> bool:
-        """Wait until both kinds were listed once."""
+        """Wait until every kind was listed once."""
         end = time.monotonic() + timeout
-        return all(e.wait(max(end - time.monotonic(), 0)) for e in self._synced.values())
+        return all(e.wait(max(end - time.monotonic(), 0)) for e in list(self._synced.values()))
 
     def close(self) -> None:
-        """Stop both streams."""
+        """Stop every stream."""
         self._stop.set()
         self.poke()
         for resp in list(self._responses.values()):
@@ -124,9 +128,15 @@ class SharedWatch:
         pods.sort(key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or ""), reverse=True)
         return job, pods
 
+    def get(self, kind: str, name: str) -> Obj | None:
+        """The cached object ``name`` of ``kind`` (as the watch slims it), or None."""
+        with self._cond:
+            return self._objects.get(kind, {}).get(name)
+
     @contextmanager
     def listen(self, job_names: Iterable[str]) -> Iterator[threading.Event]:
-        """An Event set whenever one of these Jobs or their pods change (or on ``poke``).
+        """An Event set whenever one of these Jobs or their pods change (or on ``poke``); a name
+        that no Job has is woken by the object of that name (a SandboxClaim, a pod without a Job).
 
         Clear it before reading ``snapshot``, then wait on it: no change is missed.
         """
@@ -210,7 +220,7 @@ class SharedWatch:
                     pods.pop(name, None)
                     if not pods:
                         del self._pods_by_owner[owner[1]]
-            self._notify(owner[0] if owner is not None else name if kind == "jobs" else None)
+            self._notify(owner[0] if owner is not None else name)
 
     # -- the streams ---------------------------------------------------------------------
 

@@ -171,25 +171,30 @@ async def test_twenty_concurrent_sessions_each_get_their_own_result(executor: Qu
         assert conversation.outputs() == [f"Code execution result:\n{digest}\n\n"]
 
 
+def test_every_field_of_the_installed_gke_code_executor_is_ours_with_its_default() -> None:
+    """Read from the installed ADK: a field it adds fails here, not in a user's agent."""
+    gke = GkeCodeExecutor.model_fields
+    ours = QueuedCodeExecutor.model_fields
+    assert set(gke) <= set(ours), sorted(set(gke) - set(ours))
+    assert {name: ours[name].default for name in gke} == {name: field.default for name, field in gke.items()}
+    assert {name: ours[name].annotation for name in gke} == {name: f.annotation for name, f in gke.items()}
+    assert {"sandbox_gateway_name", "sandbox_template", "executor_type"} <= set(gke)
+
+
+@pytest.mark.parametrize(
+    ("fields", "placement"),
+    [({}, None), ({"executor_type": "job"}, "job"), ({"executor_type": "sandbox"}, "warm")],
+)
+def test_executor_type_places_the_request(
+    client: Client, fields: dict[str, Any], placement: str | None
+) -> None:
+    executor = QueuedCodeExecutor(client=client, **fields)
+    assert executor._runner.request("print(1)").placement == placement  # type: ignore[union-attr]
+
+
 def test_gke_code_executor_parameters_are_accepted_by_the_same_names(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gke = GkeCodeExecutor.model_fields
-    shared = [
-        "namespace",
-        "image",
-        "timeout_seconds",
-        "executor_type",
-        "cpu_requested",
-        "mem_requested",
-        "cpu_limit",
-        "mem_limit",
-        "kubeconfig_path",
-        "kubeconfig_context",
-    ]
-    ours = QueuedCodeExecutor.model_fields
-    assert {name: ours[name].default for name in shared} == {name: gke[name].default for name in shared}
-
     executor = QueuedCodeExecutor(
         "/etc/kube.conf",
         namespace="agents",
@@ -200,19 +205,25 @@ def test_gke_code_executor_parameters_are_accepted_by_the_same_names(
         mem_requested="128Mi",
         cpu_limit="1",
         mem_limit="1Gi",
+        sandbox_template="python-sandbox-template",
+        sandbox_gateway_name="sandbox-gateway",
         client=client,
     )
     assert executor.kubeconfig_path == "/etc/kube.conf"
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "namespace='agents'" in warned and "SANDQ_NAMESPACE" in warned
     assert "SANDQ_KUBECONFIG_PATH" in warned and "SANDQ_IMAGE" not in warned
+    assert "sandbox_gateway_name='sandbox-gateway'" in warned and "pods/attach" in warned
+    assert "SANDQ_SANDBOX_TEMPLATE" not in warned
+    QueuedCodeExecutor(client=client, sandbox_template="gpu-template")
+    assert "sandbox_template='gpu-template'" in caplog.records[-1].getMessage()
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"stateful": True}, "every execution runs in a fresh, ephemeral sandbox"),
-        ({"executor_type": "sandbox"}, "executor_type 'sandbox' is not supported"),
+        ({"executor_type": "pod"}, "executor_type"),
         ({"cpu_requested": "2", "cpu_limit": "1"}, "cpu_requested: 2 exceeds cpu_limit 1"),
         ({"timeout_seconds": 0}, "timeout_seconds"),
         ({"redis_url": "redis://elsewhere:6379/0"}, "either client or redis_url/queue"),

@@ -14,7 +14,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("gke", "dev")
+OVERLAYS = ("gke", "dev", "gke-warm")
+WARM_OVERLAYS = frozenset({"gke-warm"})
+"""Overlays with warm sandboxes (deploy/components/warm-sandboxes)."""
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 WORKER_NAMESPACE = "sandq"
@@ -33,6 +35,9 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda-triggerauthentication.json",
     ("monitoring.googleapis.com/v1", "PodMonitoring"): "gmp-podmonitoring.json",
+    ("extensions.agents.x-k8s.io/v1alpha1", "SandboxTemplate"): "agent-sandbox/sandboxtemplate.json",
+    ("extensions.agents.x-k8s.io/v1alpha1", "SandboxWarmPool"): "agent-sandbox/sandboxwarmpool.json",
+    ("extensions.agents.x-k8s.io/v1alpha1", "SandboxClaim"): "agent-sandbox/sandboxclaim.json",
 }
 
 

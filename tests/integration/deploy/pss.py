@@ -2,7 +2,8 @@
 
 Follows https://kubernetes.io/docs/concepts/security/pod-security-standards/ (v1.33
 policy). Works on plain dicts: a Pod, a pod template owner (Deployment, StatefulSet,
-DaemonSet, ReplicaSet, Job, CronJob, PodTemplate) or a bare pod spec.
+DaemonSet, ReplicaSet, Job, CronJob, PodTemplate, agent-sandbox's SandboxTemplate) or a
+bare pod spec.
 
     violations = check(obj, "restricted")   # [] when the pod passes
 
@@ -58,6 +59,8 @@ def pod_of(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         template = obj["spec"]["jobTemplate"]["spec"]["template"]
     elif kind in _TEMPLATE_KINDS:
         template = obj["spec"]["template"]
+    elif kind == "SandboxTemplate":  # agent-sandbox's template of warm sandbox pods
+        template = obj["spec"]["podTemplate"]
     elif kind is None and "containers" in obj:
         return {}, obj
     else:
@@ -67,7 +70,7 @@ def pod_of(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def runs_pods(obj: dict[str, Any]) -> bool:
     """Whether ``obj`` is a kind that runs pods."""
-    return obj.get("kind") in _TEMPLATE_KINDS | {"Pod", "PodTemplate", "CronJob"}
+    return obj.get("kind") in _TEMPLATE_KINDS | {"Pod", "PodTemplate", "CronJob", "SandboxTemplate"}
 
 
 def _containers(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -7,6 +7,7 @@ from manifests import (
     DEPLOY,
     OVERLAYS,
     SANDBOX_NAMESPACE,
+    WARM_OVERLAYS,
     WORKER_NAMESPACE,
     WORKER_SERVICE_ACCOUNT,
     find,
@@ -15,7 +16,7 @@ from manifests import (
     render,
 )
 
-from sandq.sandbox.kubernetes.permissions import REQUIRED_PERMISSIONS
+from sandq.sandbox.kubernetes.permissions import REQUIRED_PERMISSIONS, WARM_PERMISSIONS
 
 # The one list to update: the backend's own (apiGroup, resource, verb) set.
 BACKEND_API_CALLS: frozenset[tuple[str, str, str]] = REQUIRED_PERMISSIONS
@@ -69,7 +70,7 @@ def test_rendered_rbac(overlay: str) -> None:
     assert not [o for o in objects if o["kind"] in CLUSTER_WIDE_KINDS], "nothing cluster-wide"
     (role,) = find(objects, "Role")
     assert role["metadata"]["namespace"] == SANDBOX_NAMESPACE
-    assert granted(role) == BACKEND_API_CALLS
+    assert granted(role) == BACKEND_API_CALLS | (WARM_PERMISSIONS if overlay in WARM_OVERLAYS else set())
     (binding,) = find(objects, "RoleBinding")
     assert binding["metadata"]["namespace"] == SANDBOX_NAMESPACE
     assert binding["roleRef"] == {

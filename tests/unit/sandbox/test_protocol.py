@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import marshal
+import subprocess
+import sys
 
 import pytest
 
@@ -16,10 +19,13 @@ from sandq.sandbox.protocol import (
     RUNNER_FILE,
     Printed,
     ReportUnreadable,
+    attached_command,
+    attached_payload,
     execution_files,
     job_document,
     parse_frame,
     read_report,
+    report_budget,
     report_marker,
     runner_command,
     runner_source,
@@ -125,3 +131,53 @@ def test_the_runner_command_is_isolated_python_on_the_spec_or_stdin() -> None:
     runner, spec = f"{MOUNT_DIR}/{RUNNER_FILE}", f"{MOUNT_DIR}/spec.json"
     assert runner_command("python3") == ["python3", "-I", runner, spec]
     assert runner_command("/usr/bin/python3", "-", "runner.pyc")[-2:] == [f"{MOUNT_DIR}/runner.pyc", "-"]
+
+
+# ---------------------------------------------------------------------------- a warm pod's stdin
+
+
+def _blocks(payload: bytes) -> list[bytes]:
+    blocks = []
+    while payload:
+        size, payload = payload.split(b"\n", 1)
+        blocks.append(payload[: int(size)])
+        payload = payload[int(size):]
+    return blocks
+
+
+def test_attached_payload_is_the_runner_twice_then_the_job_each_after_its_length() -> None:
+    source, compiled, job = _blocks(attached_payload(REQUEST, SETTINGS))
+    assert source == runner_source()
+    magic = importlib.util.MAGIC_NUMBER
+    assert compiled[: len(magic)] == magic
+    assert marshal.loads(compiled[len(magic):]).co_filename == f"{MOUNT_DIR}/{RUNNER_FILE}"
+    assert marshal.loads(job) == marshal.loads(job_document(REQUEST, SETTINGS, marker="", in_pod=True))
+
+
+def test_a_pods_runner_keeps_its_report_within_the_log_budget_a_local_one_has_none() -> None:
+    """A pod's report goes to its log, read once (``GET pods/log`` sees only the current file):
+    the Job pod's spec and the warm pod's job both carry the budget; a local job has no log."""
+    (spec,) = [json.loads(v) for k, v in execution_files(REQUEST, SETTINGS).items() if k == "spec.json"]
+    warm = marshal.loads(_blocks(attached_payload(REQUEST, SETTINGS))[2])["spec"]
+    local = marshal.loads(job_document(REQUEST, SETTINGS, report_marker()))["spec"]
+    assert spec["max_report_bytes"] == warm["max_report_bytes"] == report_budget(SETTINGS)
+    assert "max_report_bytes" not in local
+    assert {k: v for k, v in warm.items() if k != "max_report_bytes"} == local
+
+
+@pytest.mark.parametrize(
+    "cut", ["empty", "in the header", "in the runner", "in the compiled runner", "no job", "in the job"]
+)
+def test_a_cut_off_payload_runs_nothing(cut: str) -> None:
+    """The bootstrap runs the runner only when its source came whole, the runner the code only when
+    its job did; before either, nothing is written on stdout (no STARTED)."""
+    payload = attached_payload(REQUEST, SETTINGS)
+    source, compiled, _ = _blocks(payload)
+    source_end = payload.index(b"\n") + 1 + len(source)
+    runner_end = payload.index(b"\n", source_end) + 1 + len(compiled)
+    at = {"empty": 0, "in the header": 2, "in the runner": source_end - 100,
+          "in the compiled runner": runner_end - 100, "no job": runner_end,
+          "in the job": len(payload) - 5}[cut]
+    done = subprocess.run(attached_command(sys.executable), input=payload[:at], capture_output=True,
+                          timeout=60, check=False)
+    assert (done.stdout, done.stderr, done.returncode) == (b"", b"", 0)  # no STARTED, no complaint

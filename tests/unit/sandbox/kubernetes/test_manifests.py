@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
@@ -16,12 +17,18 @@ from sandq.sandbox.kubernetes import dry_run_yaml
 from sandq.sandbox.kubernetes.dry_run import manifests
 from sandq.sandbox.kubernetes.manifests import (
     MANAGED_BY,
+    POD_PYTHON,
+    TMP_VOLUME,
+    claim_manifest,
     configmap_manifest,
+    fits_warm,
     job_manifest,
     labels,
     object_name,
+    runs_warm,
+    sandbox_template_manifest,
 )
-from sandq.sandbox.protocol import MOUNT_DIR, sandbox_files
+from sandq.sandbox.protocol import MOUNT_DIR, attached_command, sandbox_files
 from sandq.settings import Settings
 
 SETTINGS = Settings()
@@ -153,3 +160,62 @@ def test_dry_run_yaml_round_trips() -> None:
     assert [d["kind"] for d in docs] == ["Job", "ConfigMap"]
     assert docs == manifests(REQUEST, SETTINGS, "exec-1")
     assert "print('hello')" in text
+
+
+# ---------------------------------------------------------------------------- the warm path
+
+
+def test_only_the_pools_shape_placed_warm_runs_warm() -> None:
+    default = ExecutionRequest(code="x = 1")
+    same = ExecutionRequest(code="x = 1", cpu_limit="0.5", mem_limit="536870912")  # 500m, 512Mi
+    assert fits_warm(default) and fits_warm(same)
+    assert not fits_warm(ExecutionRequest(code="x = 1", mem_limit="1Gi"))
+    assert not fits_warm(ExecutionRequest(code="x = 1", cpu_requested="100m"))
+    warm_mode = SETTINGS.model_copy(update={"kubernetes_mode": "warm"})
+    assert runs_warm(default, warm_mode) and not runs_warm(default, SETTINGS)
+    assert runs_warm(default.model_copy(update={"placement": "warm"}), SETTINGS)
+    assert not runs_warm(default.model_copy(update={"placement": "job"}), warm_mode)
+    assert not runs_warm(ExecutionRequest(code="x = 1", mem_limit="1Gi", placement="warm"), warm_mode)
+
+
+def test_claim_names_the_pool_and_expires_past_every_deadline() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    claim = claim_manifest(REQUEST, SETTINGS, "exec-1", at)
+    assert claim["metadata"]["name"] == object_name("exec-1")
+    assert claim["metadata"]["labels"] == labels(REQUEST, "exec-1")
+    assert claim["metadata"]["annotations"] == {"sandq.dev/execution-id": "exec-1"}
+    spec = claim["spec"]
+    assert spec["sandboxTemplateRef"] == {"name": SETTINGS.sandbox_template}
+    assert spec["warmpool"] == SETTINGS.warm_pool, "v0.5+ converts a claim without it to a shadow pool"
+    expires = datetime.fromisoformat(spec["lifecycle"]["shutdownTime"].replace("Z", "+00:00"))
+    slack = SETTINGS.warm_claim_timeout_seconds + 30 + 2 + SETTINGS.janitor_grace_seconds
+    assert (expires - at).total_seconds() == 30 + slack  # timeout + claim wait + kill grace + margin + grace
+    assert spec["lifecycle"]["shutdownPolicy"] == "Delete"
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+def test_warm_pod_is_the_job_pod_waiting_on_stdin(version: str) -> None:
+    template = sandbox_template_manifest(SETTINGS)
+    pod = template["spec"]["podTemplate"]["spec"]
+    job_pod = job_manifest(ExecutionRequest(code="x = 1"), SETTINGS, "e")["spec"]["template"]["spec"]
+    container, job_container = pod["containers"][0], job_pod["containers"][0]
+    assert container["command"] == attached_command(POD_PYTHON)
+    assert (container["stdin"], container["stdinOnce"], container["tty"]) == (True, True, False)
+    assert pod["volumes"] == [v for v in job_pod["volumes"] if v["name"] == TMP_VOLUME]  # medium, size
+    assert "activeDeadlineSeconds" not in pod, "a pool's pod waits as it must; the runner times the run"
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"], f"no {MOUNT_DIR}: all on stdin"
+    for key in ("securityContext", "resources", "env", "image", "workingDir"):
+        assert container[key] == job_container[key], key
+    for key in ("securityContext", "runtimeClassName", "nodeSelector", "tolerations", "restartPolicy",
+                "automountServiceAccountToken", "enableServiceLinks", "terminationGracePeriodSeconds"):
+        assert pod[key] == job_pod[key], key
+    assert template["spec"]["networkPolicy"] == {}, "else agent-sandbox's default allows internet egress"
+    wrapped = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "warm"}, "spec": pod}
+    kubernetes_validate.validate(wrapped, version, strict=True)
+
+
+def test_dry_run_of_a_warm_request_shows_the_template_and_the_claim() -> None:
+    request = ExecutionRequest(code="x = 1", placement="warm")
+    docs = list(yaml.safe_load_all(dry_run_yaml(request, SETTINGS, "exec-1")))
+    assert [d["kind"] for d in docs] == ["SandboxTemplate", "SandboxClaim"]
+    assert docs[0] == sandbox_template_manifest(SETTINGS)
