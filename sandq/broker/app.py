@@ -51,6 +51,8 @@ def create_celery(settings: Settings) -> Celery:
         task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
         include=["sandq.worker.task", "sandq.worker.process"],
+        # Celery's consumer, surviving a Redis restart while executions run (see the module).
+        worker_consumer="sandq.worker.consumer:Consumer",
     )
     return app
 

@@ -23,19 +23,23 @@ def test_hundred_in_flight_share_one_watch_and_no_extra_threads(env: Env) -> Non
     env.cluster.mount_backoff_max = 2  # 100 launches at once on 2 shared cores: ConfigMaps may lag seconds
     backend = env.backend(concurrency=IN_FLIGHT, api_qps=50, api_burst=50, api_timeout_seconds=30)
     ids = [f"fl-{i}" for i in range(IN_FLIGHT)]
+    before = set(threading.enumerate())  # what earlier tests of this process left running
     try:
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
             futures = [pool.submit(backend.run, i, ExecutionRequest(code="print(1)")) for i in ids]
-            end = time.monotonic() + 240
-            while env.cluster.held < IN_FLIGHT and time.monotonic() < end:
-                time.sleep(0.1)
-            assert env.cluster.held == IN_FLIGHT
-            # Every execution waits in its own caller thread: besides the pool and the stand-in,
-            # only the two watch streams (and the client's connection pool) run.
-            sandq_threads = [t.name for t in threading.enumerate() if t.name.startswith("sandq-")]
-            assert sorted(sandq_threads) == ["sandq-watch-jobs", "sandq-watch-pods"]
-            assert not any(f.done() for f in futures)
-            env.cluster.release()
+            try:
+                end = time.monotonic() + 240
+                while env.cluster.held < IN_FLIGHT and time.monotonic() < end:
+                    time.sleep(0.1)
+                assert env.cluster.held == IN_FLIGHT
+                # Every execution waits in its own caller thread: besides the pool and the stand-in,
+                # only the two watch streams (and the client's connection pool) run.
+                started = [t.name for t in threading.enumerate() if t not in before]
+                ours = sorted(name for name in started if name.startswith("sandq-"))
+                assert ours == ["sandq-watch-jobs", "sandq-watch-pods"]
+                assert not any(f.done() for f in futures)
+            finally:
+                env.cluster.release()  # a failed check must not leave the pool waiting on held pods
             reports = [f.result(120) for f in futures]
     finally:
         backend.close()
