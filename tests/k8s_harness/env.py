@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandq.contract import ExecutionRequest, SandboxReport
 from sandq.sandbox.kubernetes.backend import KubernetesBackend
 from sandq.sandbox.kubernetes.manifests import sandbox_template_manifest
 from sandq.sandbox.kubernetes.permissions import REQUIRED_PERMISSIONS, WARM_PERMISSIONS
@@ -39,6 +40,14 @@ class Env:
     def backend(self, **overrides: object) -> KubernetesBackend:
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         return KubernetesBackend(settings)
+
+    def run(self, execution_id: str, request: ExecutionRequest, **overrides: object) -> SandboxReport:
+        """Run one request through a backend of its own (``overrides`` on the settings), closed after."""
+        backend = self.backend(**overrides)
+        try:
+            return backend.run(execution_id, request)
+        finally:
+            backend.close()
 
     def wait_clean(self, timeout: float = 10, keep_pool: bool = False) -> list[tuple[str, str]]:
         """What is still stored after up to ``timeout`` s; ``keep_pool``: besides the warm pool, its

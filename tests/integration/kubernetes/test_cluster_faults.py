@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from sandq.client.client import Client
-from sandq.contract import ExecutionRequest, File, SandboxReport, Status
+from sandq.contract import ExecutionRequest, File, Status
 from sandq.sandbox.backend import InfrastructureFault
 from sandq.sandbox.kubernetes.manifests import job_manifest, object_name
 from tests.conformance.corpus import load_cases, mismatches
@@ -39,20 +39,12 @@ def env() -> Iterator[Env]:
         yield environment
 
 
-def _run(env: Env, execution_id: str, request: ExecutionRequest, **settings: Any) -> SandboxReport:
-    backend = env.backend(**settings)
-    try:
-        return backend.run(execution_id, request)
-    finally:
-        backend.close()
-
-
 def _run_all(env: Env, runs: dict[str, tuple[ExecutionRequest, dict[str, Any]]]) -> dict[str, Any]:
     """Run each (request, settings) at once, each on its own backend; a report or the fault raised."""
     def one(item: tuple[str, tuple[ExecutionRequest, dict[str, Any]]]) -> Any:
         execution_id, (request, settings) = item
         try:
-            return _run(env, execution_id, request, **settings)
+            return env.run(execution_id, request, **settings)
         except InfrastructureFault as fault:
             return fault
 
@@ -91,7 +83,7 @@ def test_job_deadline_sequence_is_timed_out_not_oom_killed(env: Env) -> None:
     job = job_manifest(request, env.settings.model_copy(update=settings), "deadline")["spec"]
     assert (job["template"]["spec"]["activeDeadlineSeconds"], job["activeDeadlineSeconds"]) == (6, 17)
     env.cluster.schedule_delay = 12  # admitted at 12 s, code at ~15 s; deadlines: the Job 17 s, the pod 18 s
-    report = _run(env, "deadline", request, **settings)
+    report = env.run("deadline", request, **settings)
     assert report.status is Status.TIMED_OUT and report.exit_code == 137, report
     assert "deadline" in (report.error or "")
 
@@ -124,7 +116,7 @@ def test_start_up_and_a_replaced_pod_do_not_eat_the_code_s_time(env: Env) -> Non
     env.cluster.evict = 1
     request = ExecutionRequest(code="import time\ntime.sleep(1.5)\nprint('in time')\n", timeout_seconds=2)
     start = time.monotonic()
-    report = _run(env, "slow-start", request)
+    report = env.run("slow-start", request)
     took = time.monotonic() - start
     assert report.status is Status.SUCCEEDED and report.stdout == "in time\n", report
     assert env.cluster.pods_created == 2 and env.cluster.pods_started == 2
@@ -172,7 +164,7 @@ def test_a_pod_pending_until_the_deadline_is_a_retried_fault(env: Env) -> None:
     """
     env.cluster.schedule_delay = math.inf
     with pytest.raises(InfrastructureFault, match="no code ran"):
-        _run(env, "pending", ExecutionRequest(code="print(1)", timeout_seconds=1), kill_grace_seconds=0.5,
+        env.run("pending", ExecutionRequest(code="print(1)", timeout_seconds=1), kill_grace_seconds=0.5,
              start_timeout_seconds=1, unschedulable_timeout_seconds=5, eviction_backoff_seconds=0)
     assert env.cluster.pods_started == 0
     jobs = env.running.api.versions(JOBS, env.settings.namespace, object_name("pending"))
@@ -294,7 +286,7 @@ def test_a_request_over_one_configmap_is_rejected_at_submit(env: Env, client: Cl
     assert result.status is Status.REJECTED and (result.error or "").startswith("input_files:"), result.error
     big = File(name="big.bin", content=b"b" * (768 * 1024))
     unchecked = ExecutionRequest.model_construct(code=raw["code"], input_files=[big])
-    report = _run(env, "too-big", unchecked)
+    report = env.run("too-big", unchecked)
     assert report.status is Status.INFRASTRUCTURE_ERROR and "HTTP 422" in (report.error or "")
     assert env.cluster.pods_started == 0
     assert any(c.resource == "jobs" and c.verb == "delete" for c in env.calls)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sandq.contract import ExecutionRequest, Status
+from sandq.contract import ExecutionRequest, SandboxReport, Status
 from sandq.sandbox.backend import InfrastructureFault
 from sandq.sandbox.kubernetes.api import RateLimiter
 from tests.k8s_harness.env import Env, make_settings
@@ -18,12 +18,8 @@ from tests.k8s_harness.standin import FaultRule
 HELLO = ExecutionRequest(code="print('hello')")
 
 
-def _run(env: Env, execution_id: str = "f-1", request: ExecutionRequest = HELLO, **overrides: object):  # type: ignore[no-untyped-def]
-    backend = env.backend(**overrides)
-    try:
-        return backend.run(execution_id, request)
-    finally:
-        backend.close()
+def _run(env: Env, **overrides: object) -> SandboxReport:
+    return env.run("f-1", HELLO, **overrides)
 
 
 def _count(env: Env, resource: str, verb: str) -> int:

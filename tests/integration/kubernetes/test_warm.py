@@ -36,14 +36,6 @@ def env() -> Iterator[Env]:
         yield environment
 
 
-def _run(env: Env, execution_id: str, request: ExecutionRequest, **overrides: object) -> SandboxReport:
-    backend = env.backend(**overrides)
-    try:
-        return backend.run(execution_id, request)
-    finally:
-        backend.close()
-
-
 def _mine(env: Env, execution_id: str, pod: str | None) -> Counter[tuple[str, str]]:
     names = {object_name(execution_id)} | ({pod} if pod else set())
     return Counter((c.resource, c.verb) for c in env.calls if c.name in names)
@@ -136,14 +128,14 @@ def test_a_pod_whose_python_differs_compiles_the_runners_source(
 ) -> None:
     other = b"\x00\x00\r\n" + marshal.dumps(compile("raise SystemExit('not this one')", "x", "exec"))
     monkeypatch.setattr(protocol, "_runner_compiled", lambda: other)  # another interpreter's magic
-    report = _run(env, "source", ExecutionRequest(code="print('compiled here')"))
+    report = env.run("source", ExecutionRequest(code="print('compiled here')"))
     assert report.status is Status.SUCCEEDED and report.stdout == "compiled here\n"
 
 
 @pytest.mark.timeout(120)
 def test_warm_placement_on_a_job_mode_worker(env: Env) -> None:
     asked = ExecutionRequest(code="print('warm')", placement="warm")
-    report = _run(env, "asked", asked, kubernetes_mode="job")
+    report = env.run("asked", asked, kubernetes_mode="job")
     assert report.stdout == "warm\n" and report.sandbox_name and report.sandbox_name.startswith("sandq-warm-")
 
 
@@ -151,20 +143,20 @@ def test_warm_placement_on_a_job_mode_worker(env: Env) -> None:
 def test_an_empty_pool_means_a_cold_sandbox_within_the_claim_timeout(env: Env) -> None:
     assert env.warm is not None
     env.warm.scale(env.settings.namespace, env.settings.warm_pool, 0)
-    report = _run(env, "cold", ExecutionRequest(code="print('cold')"))
+    report = env.run("cold", ExecutionRequest(code="print('cold')"))
     assert report.status is Status.SUCCEEDED and report.stdout == "cold\n"
     assert report.sandbox_name == object_name("cold"), "agent-sandbox names a cold sandbox after its claim"
 
 
 @pytest.mark.timeout(120)
 def test_limits_hold_as_on_the_job_path(env: Env) -> None:
-    timed_out = _run(env, "slow", ExecutionRequest(code="print('begun', flush=True)\nwhile True: pass",
+    timed_out = env.run("slow", ExecutionRequest(code="print('begun', flush=True)\nwhile True: pass",
                                                    timeout_seconds=2))
     assert timed_out.status is Status.TIMED_OUT and timed_out.stdout == "begun\n"
-    loud = _run(env, "loud", ExecutionRequest(code="print('x' * 4096 * 1024)", max_output_bytes=64 * 1024))
+    loud = env.run("loud", ExecutionRequest(code="print('x' * 4096 * 1024)", max_output_bytes=64 * 1024))
     assert loud.status is Status.OUTPUT_LIMIT_EXCEEDED and loud.stdout_truncated
     assert len(loud.stdout) == 64 * 1024
-    files = _run(env, "files", ExecutionRequest(code=(
+    files = env.run("files", ExecutionRequest(code=(
         "open('/tmp/outputs/a.txt', 'w').write('A')\nimport urllib.request\ntry:\n"
         "    urllib.request.urlopen('http://1.1.1.1', timeout=2)\nexcept OSError:\n    print('offline')")))
     assert files.stdout == "offline\n"
@@ -190,7 +182,7 @@ def test_claim_timeout_is_a_retried_fault_and_leaves_nothing() -> None:
         assert env.warm is not None
         env.warm.kubelet.node_labels.clear()  # a cold sandbox can never be scheduled
         with pytest.raises(InfrastructureFault, match="no sandbox within 2 s"):
-            _run(env, "no-room", ExecutionRequest(code="print(1)"))
+            env.run("no-room", ExecutionRequest(code="print(1)"))
         assert env.warm.kubelet.started == 0
         assert _mine(env, "no-room", None) == Counter({("sandboxclaims", "create"): 1,
                                                         ("sandboxclaims", "delete"): 1})
@@ -198,7 +190,7 @@ def test_claim_timeout_is_a_retried_fault_and_leaves_nothing() -> None:
 
 @pytest.mark.timeout(120)
 def test_a_missing_template_is_an_error_not_retried(env: Env) -> None:
-    report = _run(env, "no-template", ExecutionRequest(code="print(1)"), sandbox_template="nowhere")
+    report = env.run("no-template", ExecutionRequest(code="print(1)"), sandbox_template="nowhere")
     assert report.status is Status.INFRASTRUCTURE_ERROR
     assert "TemplateNotFound" in (report.error or "")
 
@@ -236,8 +228,8 @@ def test_delivery_cut_mid_run_is_recovered_from_the_pods_log(env: Env) -> None:
 def test_an_attach_refused_before_delivery_is_a_retried_fault(env: Env) -> None:
     env.running.api.faults.append(FaultRule("get", "pods/attach", status=500))
     with pytest.raises(InfrastructureFault, match="could not hand the job"):
-        _run(env, "refused", ExecutionRequest(code="print(1)"))
-    report = _run(env, "refused", ExecutionRequest(code="print('second try')"))  # the task's retry
+        env.run("refused", ExecutionRequest(code="print(1)"))
+    report = env.run("refused", ExecutionRequest(code="print('second try')"))  # the task's retry
     assert report.stdout == "second try\n"
 
 
@@ -245,7 +237,7 @@ def test_an_attach_refused_before_delivery_is_a_retried_fault(env: Env) -> None:
 def test_api_errors_on_the_claim_are_retried_and_a_lost_create_is_adopted(env: Env) -> None:
     env.running.api.faults.append(FaultRule("create", "sandboxclaims", status=503))
     env.running.api.faults.append(FaultRule("create", "sandboxclaims", kind="lost"))
-    report = _run(env, "flaky", ExecutionRequest(code="print('once')"))
+    report = env.run("flaky", ExecutionRequest(code="print('once')"))
     assert report.status is Status.SUCCEEDED and report.stdout == "once\n"
     verbs = _mine(env, "flaky", report.sandbox_name)
     assert verbs[("sandboxclaims", "create")] == 3 and verbs[("sandboxclaims", "get")] == 1, verbs
@@ -262,7 +254,7 @@ def test_a_redelivered_execution_adopts_the_claim_a_crashed_worker_left(env: Env
                         EXECUTION_ID_ANNOTATION)
     finally:
         api.close()
-    report = _run(env, "again", request)
+    report = env.run("again", request)
     assert report.status is Status.SUCCEEDED and report.stdout == "once\n"
     assert _mine(env, "again", report.sandbox_name)[("sandboxclaims", "get")] == 1
 
