@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from sandq.client.client import Client
 from sandq.client.status import snapshot
@@ -66,6 +67,29 @@ def process_gone(pid: int) -> None:
     """Drop a pool process's live gauges from the sum once it exits."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class SettledFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's multiprocess collector, leaving out the files of processes that have
+    created theirs but not sized it yet: read at 0 bytes, one such file fails the whole scrape
+    (prometheus/client_python#1199)."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path)  # type: ignore[no-untyped-call]
+        self.path = path
+
+    def collect(self) -> Iterable[Metric]:
+        """The merged samples of every file that holds any."""
+        files = [str(f) for f in Path(self.path).glob("*.db") if _has_data(f)]
+        merged: Iterable[Metric] = self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
+
+
+def _has_data(file: Path) -> bool:
+    try:
+        return file.stat().st_size > 0
+    except FileNotFoundError:  # its process was just marked dead
+        return False
 
 
 class QueueCollector(Collector):

@@ -57,14 +57,13 @@ def serve_metrics(settings: Settings) -> None:
     if "prometheus_client" in sys.modules:
         log.error("metrics off: prometheus_client was imported before %s could be set", MULTIPROC_ENV)
         return
-    prepare_multiprocess_dir()
+    path = prepare_multiprocess_dir()
     from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415 (after the env)
-    from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
 
-    from sandq.worker.metrics import QueueCollector  # noqa: PLC0415 (after the env)
+    from sandq.worker.metrics import QueueCollector, SettledFilesCollector  # noqa: PLC0415 (after the env)
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    SettledFilesCollector(registry, str(path))
     registry.register(QueueCollector(settings))
     try:
         start_http_server(settings.metrics_port, registry=registry)
