@@ -46,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandq import Client, ExecutionRequest, Settings, Status
+from sandq.sandbox.gvisor.booting import BootSlots
 from sandq.sandbox.gvisor.bundle import (
     SANDBOX_PYTHON,
     Shape,
@@ -428,7 +429,7 @@ def memory(bench: Bench, sizes: list[int]) -> list[dict[str, float]]:
     shape = Shape.of(ExecutionRequest(code=CODE))
     for size in sizes:
         settings = bench.settings(warm_pool_min=size, warm_pool_max=size, warm_pool_reserve=0)
-        pool = WarmPool(settings, shape)
+        pool = WarmPool(settings, shape, BootSlots(size))
         try:
             deadline = time.monotonic() + 300
             while pool.ready_count() < size and time.monotonic() < deadline:

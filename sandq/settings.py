@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         default=2, ge=0, le=16, description="Warm sandboxes that batch work leaves to interactive work while "
         "interactive work is around.",
     )
+    max_booting: int = Field(
+        default=0, ge=0, le=128, description="Local sandboxes booting at once per worker process (0: three "
+        "per core). Requests wait their turn, interactive first; more boots at once end no sooner and "
+        "slow running code down.",
+    )
     warm_pool_idle_seconds: float = Field(
         default=30, gt=0, description="Window of the arrival rate the warm pool is sized from: after this "
         "long without demand it is back at warm_pool_min.",

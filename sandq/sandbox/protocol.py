@@ -227,10 +227,18 @@ def job_document(
 
 
 def runner_command(
-    python: str, source: str = f"{MOUNT_DIR}/{SPEC_FILE}", runner_file: str = RUNNER_FILE
+    python: str,
+    source: str = f"{MOUNT_DIR}/{SPEC_FILE}",
+    runner_file: str = RUNNER_FILE,
+    *,
+    site: bool = True,
 ) -> list[str]:
-    """The entry command: ``runner_file`` (source or ``.pyc``), isolated, on the spec (or ``-``: stdin)."""
-    return [python, "-I", f"{MOUNT_DIR}/{runner_file}", source]
+    """The entry command: ``runner_file`` (source or ``.pyc``), isolated, on the spec (or ``-``: stdin).
+
+    ``site=False`` starts it without ``site`` (``-S``): the runner then sets the virtualenv up
+    itself (``runner.site_of_the_virtualenv``), for an environment without .pth files.
+    """
+    return [python, "-I", *([] if site else ["-S"]), f"{MOUNT_DIR}/{runner_file}", source]
 
 
 ATTACHED_BOOTSTRAP = (

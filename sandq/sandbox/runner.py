@@ -635,8 +635,28 @@ def attached() -> None:
     write_report(1, FRAME_BEGIN, run_forked(job))
 
 
+def site_of_the_virtualenv() -> None:
+    """What ``site`` does for a virtualenv without .pth files, for a runner started with ``-S``.
+
+    ``site`` would also look for ``sitecustomize`` all along the path and list the libraries'
+    directory for .pth files: about 10 ms of CPU and 20 ms of each boot under gVisor. The host
+    starts the runner so only when the environment has no .pth file.
+    """
+    import _sitebuiltins  # frozen: no file to read
+    import builtins
+
+    prefix = os.path.dirname(os.path.dirname(sys.executable))
+    sys.prefix = sys.exec_prefix = prefix
+    sys.path.append(f"{prefix}/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+    builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+    builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+    builtins.help = _sitebuiltins._Helper()
+
+
 def main() -> None:
     """Entry point inside the sandbox: print exactly one framed result."""
+    if sys.flags.no_site:
+        site_of_the_virtualenv()
     if sys.argv[1] == "-":
         job = job_from_stdin()
         if job is not None:

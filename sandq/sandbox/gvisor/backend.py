@@ -10,6 +10,8 @@ from sandq.broker.routing import Priority
 from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
 from sandq.sandbox.backend import Backend, InfrastructureFault, OnOutput
+from sandq.sandbox.gvisor import cgroup
+from sandq.sandbox.gvisor.booting import BootSlots, Rank, default_limit
 from sandq.sandbox.gvisor.bundle import Shape, sandbox_env
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import Capture, LocalSandbox, sweep_orphans
@@ -35,6 +37,7 @@ class GVisorBackend(Backend):
         self._lock = threading.Lock()
         settings.runsc_root.mkdir(parents=True, exist_ok=True)
         settings.bundle_dir.mkdir(parents=True, exist_ok=True)
+        self.boots = BootSlots(settings.max_booting or default_limit())
         self.pool: WarmPool | None = None
         self._sweeper = Periodic("sandq-sweep", settings.sweep_interval_seconds, self.sweep)
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandq-reaper")
@@ -49,7 +52,7 @@ class GVisorBackend(Backend):
         """
         sandbox_env(self.settings)
         if self.settings.warm_pool_max and self.pool is None:
-            self.pool = WarmPool(self.settings, Shape.of(ExecutionRequest(code="pass")))
+            self.pool = WarmPool(self.settings, Shape.of(ExecutionRequest(code="pass")), self.boots)
         self._sweeper.start()
 
     def _report_cap(self) -> int:
@@ -63,7 +66,9 @@ class GVisorBackend(Backend):
                 self.warm_starts += 1
                 return warm
         self.cold_starts += 1
-        return LocalSandbox(self.settings, shape)
+        interactive = priority == "interactive"
+        slot = self.boots.acquire(Rank.INTERACTIVE if interactive else Rank.BATCH)
+        return LocalSandbox(self.settings, shape, shares=cgroup.shares_of(interactive), slot=slot)
 
     def run(
         self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,

@@ -76,13 +76,23 @@ class Shape:
 
 
 def oci_config(
-    shape: Shape, settings: Settings, files_dir: Path, sandbox_name: str, env_dir: Path
+    shape: Shape,
+    settings: Settings,
+    files_dir: Path,
+    sandbox_name: str,
+    env_dir: Path,
+    shares: int = cgroup.BATCH_SHARES,
+    *,
+    site: bool = False,
 ) -> dict[str, Any]:
     """The ``config.json`` of one sandbox: read-only, unprivileged, limited, offline.
 
     Its runner waits for the job on stdin, so a sandbox can start before its request is known.
     ``env_dir`` is the sandbox environment, mounted read-only at ``MOUNT_POINT``; the runner
-    and the user's code run its interpreter.
+    and the user's code run its interpreter. ``shares`` is its CPU weight (``cgroup``). ``site``:
+    the environment has .pth files, which only ``site`` reads; without them the runner starts
+    without ``site`` (``-S``) and sets the virtualenv up itself, which saves each boot about 10 ms
+    of CPU and 20 ms.
     """
     mem = int(parse_quantity(shape.mem_limit))
     cpu_quota = shape.cpu_quota_us()
@@ -99,7 +109,7 @@ def oci_config(
         "process": {
             "terminal": False,
             "user": {"uid": SANDBOX_UID, "gid": SANDBOX_UID},
-            "args": runner_command(SANDBOX_PYTHON, "-", RUNNER_BYTECODE_FILE),
+            "args": runner_command(SANDBOX_PYTHON, "-", RUNNER_BYTECODE_FILE, site=site),
             "env": _ENV,
             "cwd": "/tmp",
             "capabilities": {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
@@ -132,7 +142,7 @@ def oci_config(
             "cgroupsPath": f"/{cgroup.PARENT}/{sandbox_name}",
             "resources": {
                 "memory": {"limit": mem, "swap": mem},
-                "cpu": {"quota": cpu_quota, "period": CPU_PERIOD_US},
+                "cpu": {"shares": shares, "quota": cpu_quota, "period": CPU_PERIOD_US},
             },
         },
     }
@@ -176,19 +186,34 @@ def runner_dir(settings: Settings) -> Path:
 
 
 def write_bundle(
-    bundle: Path, shape: Shape, settings: Settings, sandbox_name: str, *, warm: bool = False
+    bundle: Path,
+    shape: Shape,
+    settings: Settings,
+    sandbox_name: str,
+    *,
+    warm: bool = False,
+    shares: int = cgroup.BATCH_SHARES,
 ) -> None:
     """Write the bundle directory: ``config.json`` and an empty root; the runner comes from ``runner_dir``.
 
-    ``warm``: a sandbox booted ahead of demand, at the lowest CPU weight and without quota; its
-    quota is set on its cgroup when it is handed its job (``cgroup``).
+    ``shares``: the CPU weight of a sandbox started for its job. ``warm``: a sandbox booted ahead
+    of demand, at the lowest CPU weight and without quota; its weight and quota are set on its
+    cgroup when it is handed its job (``cgroup``).
     """
     env_dir = sandbox_env(settings)
     (bundle / "rootfs").mkdir(parents=True)
-    config = oci_config(shape, settings, runner_dir(settings), sandbox_name, env_dir)
+    config = oci_config(
+        shape, settings, runner_dir(settings), sandbox_name, env_dir, shares, site=has_path_files(env_dir)
+    )
     if warm:
         config = booting_at_lowest_weight(config)
     (bundle / "config.json").write_text(json.dumps(config))
+
+
+@functools.cache
+def has_path_files(env_dir: Path) -> bool:
+    """True if the environment's libraries include a .pth file (which only ``site`` reads)."""
+    return any(env_dir.glob("lib/python*/site-packages/*.pth"))
 
 
 def booting_at_lowest_weight(config: dict[str, Any]) -> dict[str, Any]:

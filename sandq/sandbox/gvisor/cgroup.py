@@ -20,10 +20,16 @@ PARENT = "sandq"
 
 BOOT_SHARES = 2
 """The kernel's lowest weight: a boot ahead of demand runs on CPU nothing else wants."""
-BATCH_SHARES = 1024
-"""The kernel's default weight: batch executions, and cold sandboxes."""
+BATCH_SHARES = 64
+"""Batch executions: ahead of boots for the pool, far behind interactive work, so that a boot
+refilling the interactive reserve is not slowed down by a batch's boots."""
 INTERACTIVE_SHARES = 8192
 """Interactive executions, and boots that refill the interactive reserve."""
+
+
+def shares_of(interactive: bool) -> int:
+    """The CPU weight of an execution: ``INTERACTIVE_SHARES`` or ``BATCH_SHARES``."""
+    return INTERACTIVE_SHARES if interactive else BATCH_SHARES
 
 
 def supported() -> bool:

@@ -14,8 +14,11 @@ execution of the worker (the threads pool: one process per worker host).
   of its work (interactive above batch) before its job is written.
 - **Interactive reserve**: while interactive work is around, batch work leaves it the first
   ``warm_pool_reserve`` sandboxes, and the boots that refill them run at interactive weight.
+- **Boots at once**: every boot holds one of the worker's ``booting.BootSlots`` until its runner
+  is ready. The pool boots ahead of demand only on a slot nobody waits for; a boot that refills
+  the interactive reserve goes ahead of batch requests waiting for one.
 - A request that finds nothing it may take takes a sandbox still booting (its job waits in
-  stdin) rather than starting another; with none booting either, it starts one cold.
+  stdin) rather than starting another; with none booting either, it starts one cold, on a slot.
 - If the worker dies, even by SIGKILL, its sandboxes die with it (``sandbox._Spawner``).
 """
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 from sandq.broker.routing import Priority
 from sandq.sandbox.gvisor import cgroup
+from sandq.sandbox.gvisor.booting import BootSlots, Rank
 from sandq.sandbox.gvisor.bundle import CPU_PERIOD_US, Shape
 from sandq.sandbox.gvisor.sandbox import LocalSandbox
 from sandq.sandbox.gvisor.sizing import Demand, pick, refilling_reserve
@@ -69,9 +73,11 @@ class _Ready:
 class WarmPool:
     """Keeps booted sandboxes of one shape, as many as demand calls for; each is taken at most once."""
 
-    def __init__(self, settings: Settings, shape: Shape) -> None:
+    def __init__(self, settings: Settings, shape: Shape, slots: BootSlots) -> None:
+        """Start refilling; boots take ``slots`` (the pool is woken whenever one frees)."""
         self.settings = settings
         self.shape = shape
+        self.slots = slots
         self.weighted = cgroup.supported()
         """Boots are weighted, and a taken sandbox's quota set, through its cgroup (cgroups v1);
         otherwise every sandbox starts with its quota, as a cold one does."""
@@ -84,6 +90,7 @@ class WarmPool:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._remover = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandq-pool-remove")
+        slots.on_free = self._wake
         self._thread = threading.Thread(target=self._refill, name="sandq-warm-pool", daemon=True)
         self._thread.start()
 
@@ -156,7 +163,7 @@ class WarmPool:
                 return False
             time.sleep(0.002)
         try:
-            cgroup.set_shares(sandbox.name, cgroup.INTERACTIVE_SHARES if interactive else cgroup.BATCH_SHARES)
+            cgroup.set_shares(sandbox.name, cgroup.shares_of(interactive))
             cgroup.set_quota(sandbox.name, self.shape.cpu_quota_us(), CPU_PERIOD_US)
         except OSError as error:
             log.warning("could not limit the CPU of %s: %s", sandbox.name, error)
@@ -185,10 +192,11 @@ class WarmPool:
                 missing = 0 if now < self._resume_at else target - len(self._ready) - len(self._booting)
                 fds = [b.sandbox.proc.stderr.fileno() for b in self._booting if b.sandbox.proc.stderr]
                 weighing = self._weigh(now)
+                reserve_short = self.demand.reserve(now) - len(self._ready) - len(self._booting)
+            self.slots.hold(reserve_short)
             for sandbox in surplus:
                 self._discard(sandbox)
-            if missing > 0:
-                self._boot(missing)
+            if missing > 0 and self._boot(missing):
                 continue
             try:
                 wait = CGROUP_POLL_SECONDS if weighing else TICK_SECONDS
@@ -230,16 +238,26 @@ class WarmPool:
                 continue
         return pending
 
-    def _boot(self, count: int) -> None:
+    def _boot(self, count: int) -> bool:
+        """Start up to ``count`` boots, as slots allow; True if one started."""
+        started = False
         for _ in range(count):
+            with self._lock:
+                kept = len(self._ready) + len(self._booting)
+                refills_reserve = kept < self.demand.reserve(time.monotonic())
+            slot = self.slots.try_acquire(Rank.INTERACTIVE if refills_reserve else Rank.AHEAD)
+            if slot is None:
+                return started  # woken again when a slot frees
             try:
-                sandbox = LocalSandbox(self.settings, self.shape, warm=self.weighted)
+                sandbox = LocalSandbox(self.settings, self.shape, warm=self.weighted, slot=slot)
             except OSError as error:
                 log.warning("could not start a warm sandbox: %s", error)
                 self._back_off()
-                return
+                return started
             with self._lock:
                 self._booting.append(_Boot(sandbox, time.monotonic()))
+            started = True
+        return started
 
     def _collect(self, readable: set[int]) -> None:
         """Pool the boots that are ready; drop those that failed or took too long."""

@@ -11,11 +11,13 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sandq.sandbox.backend import OnOutput
 from sandq.sandbox.gvisor.bundle import Shape, write_bundle
+from sandq.sandbox.gvisor.cgroup import BATCH_SHARES
 from sandq.sandbox.gvisor.streams import Streams, read_streams
 from sandq.sandbox.protocol import READY
 from sandq.settings import Settings
@@ -38,18 +40,34 @@ class Capture:
 class LocalSandbox:
     """A ``runsc run`` whose runner waits on stdin for exactly one job."""
 
-    def __init__(self, settings: Settings, shape: Shape, *, warm: bool = False) -> None:
-        """Start the sandbox; ``warm``: booted ahead of demand, its CPU limits set when it is taken."""
+    def __init__(
+        self,
+        settings: Settings,
+        shape: Shape,
+        *,
+        warm: bool = False,
+        shares: int = BATCH_SHARES,
+        slot: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Start the sandbox at the CPU weight ``shares``; ``warm``: booted ahead of demand, its CPU limits
+        set when it is taken. ``slot`` releases its boot slot (``booting``): called once, when its runner
+        is ready or it is removed."""
         self.settings = settings
         self.shape = shape
         self.name = SANDBOX_PREFIX + uuid.uuid4().hex[:16]
         self.bundle = settings.bundle_dir / self.name
-        write_bundle(self.bundle, shape, settings, self.name, warm=warm)
-        (self.bundle / OWNER_FILE).write_text(str(os.getpid()))
-        self.proc = _spawner.start(
-            [*runsc_base(settings), "--network=none", "run", "--bundle", str(self.bundle), self.name]
-        )
+        self._slot = slot
         self._ready = False
+        try:
+            write_bundle(self.bundle, shape, settings, self.name, warm=warm, shares=shares)
+            (self.bundle / OWNER_FILE).write_text(str(os.getpid()))
+            self.proc = _spawner.start(
+                [*runsc_base(settings), "--network=none", "run", "--bundle", str(self.bundle), self.name]
+            )
+        except BaseException:
+            slot()
+            shutil.rmtree(self.bundle, ignore_errors=True)
+            raise
 
     def ready_to_read(self, timeout: float) -> bool:
         """True once the runner's stderr has something to read (its readiness byte, or an error)."""
@@ -62,6 +80,7 @@ class LocalSandbox:
         assert self.proc.stderr is not None
         if self.ready_to_read(timeout) and os.read(self.proc.stderr.fileno(), 1) == READY:
             self._ready = True
+            self._slot()
         return self._ready
 
     def alive(self) -> bool:
@@ -95,6 +114,7 @@ class LocalSandbox:
             started=self._ready,
             exited=lambda: self.proc.poll() is not None,
             on_output=on_output,
+            on_started=self._slot,
         )
         if streams.stop is not None:
             self.kill()
@@ -106,6 +126,7 @@ class LocalSandbox:
 
     def remove(self) -> None:
         """Stop the sandbox if it still runs, and remove every trace of it."""
+        self._slot()
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()  # an idle runner exits at EOF

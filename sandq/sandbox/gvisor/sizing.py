@@ -5,8 +5,10 @@ arriving at rate ``λ`` the sandboxes booting at any moment follow a Poisson law
 (Little's law gives the mean). Keeping ``S`` sandboxes, ready or booting, leaves one ready for
 each request unless ``S`` or more are booting: ``S`` is that law's 99th percentile plus one.
 ``λ`` is the higher of the rates over the last ``RISE_SECONDS`` (to follow a rise at once) and
-over ``warm_pool_idle_seconds`` (to fall slowly, back to the floor once idle); ``T`` is a moving
-average of the boots measured. While interactive work is around, ``warm_pool_reserve`` more
+over ``warm_pool_idle_seconds`` (to fall slowly, back to the floor once idle). ``T`` is a boot's
+time when it has the CPU: the lower quartile of the recent boots. Boots wait for spare CPU, so
+under load they last longer; more of them at once would not end sooner, only hold memory and
+CPU for boots that a burst's end leaves unused. While interactive work is around, ``warm_pool_reserve`` more
 are kept, and batch work leaves them to it.
 """
 
@@ -23,8 +25,10 @@ QUANTILE = 0.99
 """Share of requests that should find a sandbox ready, when the pool is not at its ceiling."""
 FIRST_BOOT_SECONDS = 0.5
 """The boot time assumed before one is measured."""
-BOOT_SMOOTHING = 0.2
-"""Weight of the latest boot in the moving average."""
+BOOTS_KEPT = 32
+"""How many of the latest boots the boot time is taken from."""
+BOOT_QUANTILE = 0.25
+"""The boots' quantile taken as the boot time: one with the CPU, not one waiting for it."""
 
 
 def poisson_quantile(mean: float, q: float = QUANTILE) -> int:
@@ -64,7 +68,7 @@ class Demand:
         self.window = settings.warm_pool_idle_seconds
         self.reserve_size = settings.warm_pool_reserve
         self.reserve_seconds = settings.interactive_reserve_seconds
-        self.boot_seconds = FIRST_BOOT_SECONDS
+        self._boots: deque[float] = deque(maxlen=BOOTS_KEPT)
         self._arrivals: deque[float] = deque()
         self._last_interactive = -math.inf
 
@@ -76,7 +80,14 @@ class Demand:
 
     def booted(self, seconds: float) -> None:
         """A boot, not taken before it was ready, lasted ``seconds``."""
-        self.boot_seconds += BOOT_SMOOTHING * (seconds - self.boot_seconds)
+        self._boots.append(seconds)
+
+    @property
+    def boot_seconds(self) -> float:
+        """How long a boot lasts when it has the CPU (``FIRST_BOOT_SECONDS`` until one is measured)."""
+        if not self._boots:
+            return FIRST_BOOT_SECONDS
+        return sorted(self._boots)[int(BOOT_QUANTILE * (len(self._boots) - 1))]
 
     def rate(self, now: float) -> float:
         """Requests per second: the higher of the short and the long window's rate."""

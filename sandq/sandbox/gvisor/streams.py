@@ -117,9 +117,12 @@ class _Stderr(Capped):
     What comes before the readiness byte is runsc's own, never handed to ``on_output``.
     """
 
-    def __init__(self, cap: int, deadline: Deadline, timeout: float, stdout: _Stdout) -> None:
+    def __init__(
+        self, cap: int, deadline: Deadline, timeout: float, stdout: _Stdout, on_started: Callable[[], None]
+    ) -> None:
         super().__init__(cap)
         self.deadline, self.timeout, self.stdout = deadline, timeout, stdout
+        self.on_started = on_started
 
     @property
     def started(self) -> bool:
@@ -130,6 +133,7 @@ class _Stderr(Capped):
         if not self.started and chunk[:1] == READY:
             self.deadline.move(self.timeout)
             self.stdout.go_live()
+            self.on_started()
             chunk = chunk[1:]
         if chunk and self.started and self.stdout.on_output is not None:
             self.stdout.on_output("stderr", chunk)
@@ -158,17 +162,18 @@ def read_streams(
     started: bool,
     exited: Callable[[], bool],
     on_output: OnOutput | None = None,
+    on_started: Callable[[], None] = lambda: None,
 ) -> Streams:
     """Read a sandbox's two pipes until its report is complete, both reach EOF, or a limit stops it.
 
     ``cap`` applies to each of the program's streams, ``report_cap`` to the report; the
     ``timeout`` runs from now if the runner is ``started`` (ready), else from its readiness
-    byte, which must come within ``BOOT_SECONDS``. ``on_output(stream, data)`` sees the
-    program's output as it is read.
+    byte, which must come within ``BOOT_SECONDS`` (``on_started()`` is called when it comes).
+    ``on_output(stream, data)`` sees the program's output as it is read.
     """
     deadline = Deadline(timeout if started else BOOT_SECONDS)
     stdout = _Stdout(marker, cap, report_cap, on_output, live=started)
-    stderr = _Stderr(cap, deadline, timeout, stdout)
+    stderr = _Stderr(cap, deadline, timeout, stdout, on_started)
     why = pump({out_fd: stdout, err_fd: stderr}, deadline, exited)
     if why == DONE:  # the program's stderr came before the report, perhaps in the same poll: read it
         _drain(err_fd, stderr)

@@ -58,6 +58,19 @@ def test_the_code_runs_the_environment_not_the_hosts_libraries(client: Client) -
 
 
 @pytest.mark.timeout(600)
+def test_the_code_sees_its_virtualenv_as_site_would_set_it_up(client: Client) -> None:
+    """The runner starts without ``site`` (``-S``) and sets the environment up itself."""
+    code = (
+        "import sys, numpy\n"
+        "print(sys.prefix, sys.exec_prefix, sys.path[-1], callable(help), callable(quit))\n"
+        "exit(3)\n"
+    )
+    result = client.run(ExecutionRequest(code=code), timeout=WAIT)
+    site_packages = f"{MOUNT_POINT}/lib/python3.11/site-packages"
+    assert result.stdout.split() == [MOUNT_POINT, MOUNT_POINT, site_packages, "True", "True"], result.stderr
+    assert (result.status, result.exit_code) == (Status.FAILED, 3)  # exit() as Python's own
+
+
 def test_the_data_task_through_sandq_run_in_the_default_limits(settings: Settings, tmp_path: Path) -> None:
     csv = data_task.write_csv(tmp_path / data_task.CSV_NAME)
     program = tmp_path / "task.py"

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,14 @@ from sandq.broker.routing import Priority
 from sandq.contract import SandboxReport
 from sandq.sandbox.gvisor import cgroup
 from sandq.sandbox.gvisor.backend import GVisorBackend
+from sandq.sandbox.gvisor.booting import BootSlots, Rank
 from sandq.sandbox.gvisor.bundle import Shape
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import SANDBOX_PREFIX, LocalSandbox
 from tests.conftest import RedisServer, WorkerProcess, listed_sandboxes, make_settings
 
 DEFAULT_SHAPE = Shape.of(ExecutionRequest(code="pass"))
+WEIGHTS = [("interactive", cgroup.INTERACTIVE_SHARES), ("batch", cgroup.BATCH_SHARES)]
 
 
 def running_sandboxes(settings: Settings) -> list[str]:
@@ -106,7 +109,7 @@ def test_warm_sandbox_enforces_the_memory_limit_of_its_shape(backend: GVisorBack
     assert report.status is Status.OOM_KILLED
 
 
-@pytest.mark.parametrize(("priority", "shares"), [("interactive", 8192), ("batch", 1024)])
+@pytest.mark.parametrize(("priority", "shares"), WEIGHTS)
 def test_a_warm_sandbox_boots_at_the_lowest_weight_and_runs_its_job_under_its_cpu_quota(
     backend: GVisorBackend, priority: Priority, shares: int
 ) -> None:
@@ -135,6 +138,57 @@ def test_another_shape_starts_cold_with_its_own_limits(backend: GVisorBackend) -
     report = backend.run("exec", ExecutionRequest(code=code, mem_limit="96Mi", mem_requested="64Mi"))
     assert backend.cold_starts == before + 1
     assert report.status is Status.OOM_KILLED
+
+
+@pytest.mark.parametrize(("priority", "shares"), WEIGHTS)
+def test_a_cold_sandbox_runs_at_its_works_weight_under_its_own_quota(
+    backend: GVisorBackend, priority: Priority, shares: int
+) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def look() -> None:
+        wait_for(lambda: bool(backend._running))
+        (sandbox,) = backend._running.values()
+        wait_for(lambda: cgroup.joined(sandbox.name))
+        seen.append(cpu(sandbox.name))
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    before = backend.cold_starts
+    request = ExecutionRequest(code="import time\ntime.sleep(3)", cpu_limit="250m", cpu_requested="250m")
+    report = backend.run("exec", request, priority=priority)
+    looker.join()
+    assert backend.cold_starts == before + 1
+    assert report.status is Status.SUCCEEDED
+    assert seen == [(shares, 25_000)]
+
+
+class CountedSlots(BootSlots):
+    """Boot slots that note the most ever taken at once."""
+
+    peak = 0
+
+    def acquire(self, rank: Rank) -> Callable[[], None]:
+        release = super().acquire(rank)
+        self.peak = max(self.peak, self.booting())
+        return release
+
+
+def test_no_more_sandboxes_boot_at_once_than_the_limit_and_every_request_runs(tmp_path: Path) -> None:
+    settings = make_settings("redis://unused", tmp_path, warm_pool_max=0, max_booting=1)
+    backend = GVisorBackend(settings)
+    backend.boots = slots = CountedSlots(settings.max_booting)
+    backend.start()
+    try:
+        request = ExecutionRequest(code="print('ran')")
+        with ThreadPoolExecutor(3) as pool:
+            reports = list(pool.map(lambda i: backend.run(f"exec-{i}", request), range(3)))
+        assert [r.stdout for r in reports] == ["ran\n"] * 3
+        assert backend.cold_starts == 3
+        assert slots.peak == 1
+        assert slots.booting() == 0  # every slot went back once its sandbox was ready
+    finally:
+        backend.close()
 
 
 def test_the_pool_refills_as_soon_as_a_sandbox_is_taken(backend: GVisorBackend) -> None:
@@ -169,7 +223,7 @@ def test_batch_work_leaves_the_reserved_sandbox_to_interactive_work(tmp_path: Pa
     settings = make_settings(
         "redis://unused", tmp_path, warm_pool_min=1, warm_pool_max=1, warm_pool_reserve=1
     )
-    pool = WarmPool(settings, DEFAULT_SHAPE)
+    pool = WarmPool(settings, DEFAULT_SHAPE, BootSlots(4))
     try:
         wait_for(lambda: pool.ready_count() == 1)
         first = pool.take("interactive")  # interactive work is around from now on
@@ -189,7 +243,7 @@ def test_the_pool_grows_with_arrivals_and_shrinks_back_to_its_floor_when_idle(tm
         "redis://unused", tmp_path, warm_pool_min=1, warm_pool_max=6, warm_pool_reserve=0,
         warm_pool_idle_seconds=4,
     )
-    pool = WarmPool(settings, DEFAULT_SHAPE)  # type: ignore[arg-type]
+    pool = WarmPool(settings, DEFAULT_SHAPE, BootSlots(16))  # taken ones never run: they keep their slots
     taken: list[LocalSandbox] = []
     try:
         wait_for(lambda: pool.ready_count() == 1)

@@ -131,6 +131,7 @@ def test_the_runner_command_is_isolated_python_on_the_spec_or_stdin() -> None:
     runner, spec = f"{MOUNT_DIR}/{RUNNER_FILE}", f"{MOUNT_DIR}/spec.json"
     assert runner_command("python3") == ["python3", "-I", runner, spec]
     assert runner_command("/usr/bin/python3", "-", "runner.pyc")[-2:] == [f"{MOUNT_DIR}/runner.pyc", "-"]
+    assert runner_command("python3", site=False) == ["python3", "-I", "-S", runner, spec]
 
 
 # ---------------------------------------------------------------------------- a warm pod's stdin

@@ -19,10 +19,12 @@ from sandq.sandbox.gvisor.bundle import (
     SANDBOX_PYTHON,
     SHM_BYTES,
     Shape,
+    has_path_files,
     oci_config,
     runner_dir,
     write_bundle,
 )
+from sandq.sandbox.gvisor.cgroup import BATCH_SHARES, INTERACTIVE_SHARES
 from sandq.sandbox.protocol import MOUNT_DIR, RUNNER_FILE, runner_source
 from sandq.sandbox.runner import FRAME_END
 from tests.conftest import make_settings
@@ -41,7 +43,7 @@ def test_bundle_ships_the_runner_compiled_for_the_sandbox_python(tmp_path: Path)
     assert shared == runner_dir(settings)
     assert sorted(p.name for p in shared.iterdir()) == [RUNNER_FILE, RUNNER_BYTECODE_FILE]
     runner = f"{MOUNT_DIR}/{RUNNER_BYTECODE_FILE}"
-    assert config["process"]["args"] == [SANDBOX_PYTHON, "-I", runner, "-"]
+    assert config["process"]["args"] == [SANDBOX_PYTHON, "-I", "-S", runner, "-"]  # the lock has no .pth file
     env_python = Path(environment.location(settings), "bin", "python3")
     assert env_python.resolve() == Path(settings.sandbox_python).resolve()  # its interpreter is the host's
     pyc = (shared / RUNNER_BYTECODE_FILE).read_bytes()
@@ -94,7 +96,22 @@ def _config(tmp_path: Path, shape: Shape = Shape("500m", "512Mi"), **overrides: 
 def test_the_shape_sets_the_cgroup_limits(tmp_path: Path) -> None:
     resources = _config(tmp_path, Shape("1500m", "256Mi"))["linux"]["resources"]
     assert resources["memory"] == {"limit": 256 * 2**20, "swap": 256 * 2**20}  # no swap beyond the limit
-    assert resources["cpu"] == {"quota": 150_000, "period": 100_000}
+    assert resources["cpu"] == {"shares": BATCH_SHARES, "quota": 150_000, "period": 100_000}
+
+
+def test_the_runner_starts_without_site_unless_the_environment_has_pth_files(tmp_path: Path) -> None:
+    settings = make_settings("redis://unused", tmp_path)
+    shape = Shape("500m", "512Mi")
+    env = tmp_path / "env"
+    assert oci_config(shape, settings, tmp_path, "sq-unit", env)["process"]["args"][1:3] == ["-I", "-S"]
+    assert "-S" not in oci_config(shape, settings, tmp_path, "sq-unit", env, site=True)["process"]["args"]
+    site_packages = tmp_path / "env" / "lib" / "python3.11" / "site-packages"
+    site_packages.mkdir(parents=True)
+    (site_packages / "numpy").mkdir()
+    assert not has_path_files(tmp_path / "env")
+    (tmp_path / "with-pth" / site_packages.relative_to(tmp_path / "env")).mkdir(parents=True)
+    (tmp_path / "with-pth" / site_packages.relative_to(tmp_path / "env") / "extra.pth").write_text("/x\n")
+    assert has_path_files(tmp_path / "with-pth")
 
 
 def test_the_process_is_unprivileged_and_sees_no_host_environment(tmp_path: Path) -> None:
@@ -146,11 +163,13 @@ def test_a_warm_bundle_boots_at_the_lowest_weight_without_quota_and_keeps_every_
 ) -> None:
     settings = make_settings("redis://unused", tmp_path)
     shape = Shape("500m", "512Mi")
-    write_bundle(tmp_path / "cold", shape, settings, "sq-cold")
+    write_bundle(tmp_path / "cold", shape, settings, "sq-cold", shares=INTERACTIVE_SHARES)
     write_bundle(tmp_path / "warm", shape, settings, "sq-warm", warm=True)
     cold = json.loads((tmp_path / "cold" / "config.json").read_text())
     warm = json.loads((tmp_path / "warm" / "config.json").read_text())
-    assert cold["linux"]["resources"]["cpu"] == {"quota": shape.cpu_quota_us(), "period": 100_000}
+    assert cold["linux"]["resources"]["cpu"] == {
+        "shares": INTERACTIVE_SHARES, "quota": shape.cpu_quota_us(), "period": 100_000
+    }  # a cold sandbox starts at its work's weight
     assert shape.cpu_quota_us() == 50_000
     assert warm["linux"]["resources"]["cpu"] == {"shares": 2}  # no quota: runsc never writes cpu.cfs_*
     assert warm["linux"]["resources"]["memory"] == cold["linux"]["resources"]["memory"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sandq.sandbox.gvisor.sizing import (
+    BOOTS_KEPT,
     FIRST_BOOT_SECONDS,
     RISE_SECONDS,
     Demand,
@@ -69,9 +70,23 @@ def test_the_size_follows_littles_law_on_the_arrival_rate(tmp_path: Path) -> Non
     assert d.rate(now) == pytest.approx(5, rel=0.15)
     in_boot = d.rate(now) * FIRST_BOOT_SECONDS
     assert d.target(now) == poisson_quantile(in_boot) + 1
-    d.booted(3.0)  # boots got slower: more must be under way at once
-    assert d.boot_seconds > FIRST_BOOT_SECONDS
+    for _ in range(8):
+        d.booted(3.0)  # boots got slower: more must be under way at once
+    assert d.boot_seconds == 3.0
     assert d.target(now) > poisson_quantile(in_boot) + 1
+
+
+def test_the_boot_time_is_that_of_a_boot_with_the_cpu_not_one_waiting_for_it(tmp_path: Path) -> None:
+    d = demand(tmp_path)
+    assert d.boot_seconds == FIRST_BOOT_SECONDS  # none measured yet
+    for seconds in (0.3, 0.35, 0.32, 0.31):
+        d.booted(seconds)
+    for _ in range(12):
+        d.booted(2.5)  # boots ahead of demand that waited for spare CPU under load
+    assert d.boot_seconds == pytest.approx(0.35)
+    for _ in range(BOOTS_KEPT):
+        d.booted(0.4)  # only the latest boots count
+    assert d.boot_seconds == pytest.approx(0.4)
 
 
 def test_the_size_rises_at_once_and_falls_back_to_the_floor_when_idle(tmp_path: Path) -> None:
