@@ -136,6 +136,7 @@ class WarmPool:
             self._closed = True
         self._wake()
         self._thread.join(timeout=30)
+        self.slots.on_free = None  # its wake-up pipe closes below
         with self._lock:
             left = [r.sandbox for r in self._ready] + [b.sandbox for b in self._booting]
             self._ready.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import marshal
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,22 @@ def test_the_shape_sets_the_cgroup_limits(tmp_path: Path) -> None:
     resources = _config(tmp_path, Shape("1500m", "256Mi"))["linux"]["resources"]
     assert resources["memory"] == {"limit": 256 * 2**20, "swap": 256 * 2**20}  # no swap beyond the limit
     assert resources["cpu"] == {"shares": BATCH_SHARES, "quota": 150_000, "period": 100_000}
+
+
+def test_system_paths_the_host_links_into_usr_are_links_in_the_root_not_mounts(tmp_path: Path) -> None:
+    settings = make_settings("redis://unused", tmp_path)
+    write_bundle(tmp_path / "bundle", Shape("500m", "512Mi"), settings, "sq-links")
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    mounted = {m["destination"] for m in config["mounts"] if m["type"] == "bind"}
+    rootfs = tmp_path / "bundle" / "rootfs"
+    for path in ("/usr", "/bin", "/lib", "/lib64"):
+        host = Path(path)
+        if host.is_symlink():
+            assert path not in mounted
+            assert os.readlink(rootfs / path.lstrip("/")) == os.readlink(host)  # bin -> usr/bin
+        elif host.is_dir():
+            assert path in mounted
+    assert "/usr" in mounted
 
 
 def test_the_runner_starts_without_site_unless_the_environment_has_pth_files(tmp_path: Path) -> None:
