@@ -40,7 +40,7 @@ from kmock._internal import rendering
 from kubernetes.utils.quantity import parse_quantity
 
 from sandq.sandbox import environment
-from sandq.sandbox.gvisor.bundle import Shape, oci_config
+from sandq.sandbox.gvisor.bundle import Shape, make_root, oci_config
 from sandq.settings import Settings
 from tests.k8s_harness.cgroups import MemoryCgroup, remove_tree
 from tests.k8s_harness.standin import PODS, Call, PodLog, RunningStandIn, _now
@@ -122,7 +122,7 @@ class WarmKubelet:
         container = Container(ns, name, uid, f"{name[:40]}-{uid[:8]}", bool(container_spec.get("stdinOnce")))
         self.containers[(ns, name)] = container
         bundle = self.bundles / container.runsc_id
-        (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
+        make_root(bundle / "rootfs")
         config = _oci(spec, container.runsc_id)
         if MemoryCgroup.available:  # as the Job pods' kubelet: the pod's cgroup tells an OOM kill apart
             limit = int(parse_quantity(((container_spec.get("resources") or {}).get("limits") or {})

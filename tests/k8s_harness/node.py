@@ -46,7 +46,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from sandq.contract import ExecutionRequest
 from sandq.sandbox import environment
-from sandq.sandbox.gvisor.bundle import Shape, oci_config
+from sandq.sandbox.gvisor.bundle import Shape, make_root, oci_config
 from sandq.sandbox.runner import FRAME_BEGIN, FRAME_END
 from sandq.settings import Settings
 from tests.k8s_harness.cgroups import MemoryCgroup
@@ -237,7 +237,7 @@ class Node:
         if MemoryCgroup.available:
             cgroup = MemoryCgroup(self.cgroup_root, pod.name, _memory_limit(pod))
         bundle = self.bundles / pod.name
-        (bundle / "rootfs").mkdir(parents=True, exist_ok=True)
+        make_root(bundle / "rootfs")
         (bundle / "config.json").write_text(json.dumps(self._oci(pod, volumes, cgroup)))
         loop = asyncio.get_running_loop()
         proc = subprocess.Popen(

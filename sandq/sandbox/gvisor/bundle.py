@@ -91,10 +91,10 @@ def oci_config(
 
     Its runner waits for the job on stdin, so a sandbox can start before its request is known.
     ``env_dir`` is the sandbox environment, mounted read-only at ``MOUNT_POINT``; the runner
-    and the user's code run its interpreter. ``shares`` is its CPU weight (``cgroup``). ``site``:
-    the environment has .pth files, which only ``site`` reads; without them the runner starts
-    without ``site`` (``-S``) and sets the virtualenv up itself, which saves each boot about 10 ms
-    of CPU and 20 ms.
+    and the user's code run its interpreter; its root is ``make_root``'s. ``shares`` is its CPU
+    weight (``cgroup``). ``site``: the environment has .pth files, which only ``site`` reads;
+    without them the runner starts without ``site`` (``-S``) and sets the virtualenv up itself,
+    which saves each boot about 10 ms of CPU and 20 ms.
     """
     mem = int(parse_quantity(shape.mem_limit))
     cpu_quota = shape.cpu_quota_us()
@@ -204,16 +204,23 @@ def write_bundle(
     cgroup when it is handed its job (``cgroup``).
     """
     env_dir = sandbox_env(settings)
-    rootfs = bundle / "rootfs"
-    rootfs.mkdir(parents=True)
-    for path, target in host_links().items():
-        (rootfs / path.lstrip("/")).symlink_to(target)
+    make_root(bundle / "rootfs")
     config = oci_config(
         shape, settings, runner_dir(settings), sandbox_name, env_dir, shares, site=has_path_files(env_dir)
     )
     if warm:
         config = booting_at_lowest_weight(config)
     (bundle / "config.json").write_text(json.dumps(config))
+
+
+def make_root(rootfs: Path) -> None:
+    """The root directory of a bundle (``oci_config``'s ``rootfs``): empty, but for the host's links
+    into /usr (``host_links``), which ``oci_config`` does not mount."""
+    rootfs.mkdir(parents=True, exist_ok=True)
+    for path, target in host_links().items():
+        link = rootfs / path.lstrip("/")
+        if not link.is_symlink():
+            link.symlink_to(target)
 
 
 @functools.cache
