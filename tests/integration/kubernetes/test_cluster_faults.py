@@ -325,7 +325,8 @@ def test_the_shared_watch_resumes_relists_and_filters(env: Env) -> None:
     assert sum(1 for w in watches if w.ended == "timeout") >= 2
     assert all(w.label_selector == "app.kubernetes.io/managed-by=sandq" for w in watches)
     assert all(w.since is not None for w in watches)  # each from the resourceVersion it had
-    assert sum(w.sent["ADDED"] for w in watches) == 1  # its one pod: nothing replayed on resuming
+    # Its one pod at most (under load the first list may see it instead): nothing replayed on resuming.
+    assert sum(w.sent["ADDED"] for w in watches) <= 1
     assert any(w.ended == "gone" for w in watches) and sum(w.sent["BOOKMARK"] for w in watches) > 0
     assert all("not-sandq" not in w.names for w in api.watch_log)
     env.running.run(api.remove(PODS, env.settings.namespace, "not-sandq"))
