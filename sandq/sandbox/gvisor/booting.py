@@ -76,9 +76,11 @@ class BootSlots:
     def hold(self, count: int) -> None:
         """Keep ``count`` slots (at most all but one) for interactive boots: batch and ahead-of-demand
         boots wait while only those are free."""
+        held = max(0, min(count, self.limit - 1))
         with self._changed:
-            self._held = max(0, min(count, self.limit - 1))
-            self._changed.notify_all()
+            if held != self._held:
+                self._held = held
+                self._changed.notify_all()
 
     def _free(self, rank: Rank) -> bool:
         held = 0 if rank is Rank.INTERACTIVE else self._held

@@ -197,7 +197,7 @@ class WarmPool:
             self.slots.hold(reserve_short)
             for sandbox in surplus:
                 self._discard(sandbox)
-            if missing > 0 and self._boot(missing):
+            if missing > 0 and self._boot(missing, reserve_short):
                 continue
             try:
                 wait = CGROUP_POLL_SECONDS if weighing else TICK_SECONDS
@@ -239,14 +239,12 @@ class WarmPool:
                 continue
         return pending
 
-    def _boot(self, count: int) -> bool:
-        """Start up to ``count`` boots, as slots allow; True if one started."""
+    def _boot(self, count: int, reserve_short: int) -> bool:
+        """Start up to ``count`` boots, as slots allow (the first ``reserve_short`` refill the interactive
+        reserve); True if one started."""
         started = False
-        for _ in range(count):
-            with self._lock:
-                kept = len(self._ready) + len(self._booting)
-                refills_reserve = kept < self.demand.reserve(time.monotonic())
-            slot = self.slots.try_acquire(Rank.INTERACTIVE if refills_reserve else Rank.AHEAD)
+        for at in range(count):
+            slot = self.slots.try_acquire(Rank.INTERACTIVE if at < reserve_short else Rank.AHEAD)
             if slot is None:
                 return started  # woken again when a slot frees
             try:
