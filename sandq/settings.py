@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         description="The broker's visibility timeout: a dead worker's executions are delivered again "
         "after about this long (live workers keep theirs with a heartbeat).",
     )
+    redis_outage_seconds: float = Field(
+        default=20,
+        ge=0,
+        description="How long a worker's own Redis calls (its gates, slots and cancellations) retry "
+        "while Redis is unreachable, e.g. restarting, before the execution goes back to the queue.",
+    )
 
     # Local gVisor backend
     runsc_path: str = Field(default="runsc", description="The runsc binary.")

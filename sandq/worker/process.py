@@ -17,7 +17,6 @@ import os
 import threading
 from typing import Any
 
-import redis
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import (
     task_postrun,
@@ -32,6 +31,7 @@ from celery.signals import (
 from sandq import logging_setup
 from sandq.broker.admission import Admission
 from sandq.broker.app import EXECUTE_TASK, celery_app
+from sandq.broker.connection import outage_riding_client
 from sandq.broker.routing import HANDED_OFF_PRIORITY
 from sandq.broker.slots import HandedOff, HandOff, InFlight
 from sandq.sandbox.backend import Backend, make_backend
@@ -54,7 +54,7 @@ class Process:
     def __init__(self, settings: Settings) -> None:
         self.pid = os.getpid()
         self.settings = settings
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = outage_riding_client(settings.redis_url, settings.redis_outage_seconds)
         self.handoff = HandOff(settings, self.redis, send_handed)
         self.admission = Admission(settings, self.redis)
         self.in_flight = InFlight(settings, self.redis, on_release=self.handoff.poke)

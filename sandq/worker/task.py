@@ -1,12 +1,14 @@
 """The Celery tasks workers run: one execution, or a batch's executions together.
 
 Both pass the same gates (``_through_gates``): a cancelled execution never starts, then it
-takes an in-flight slot. A single execution that a cap refuses is parked in its tenant's line
-and its message ends storing nothing: a hand-off sends it again, marked with a token, once it
-holds a slot. A batch's refused executions go back as a message of their own. An
-infrastructure fault is retried (``max_retries``); the user's code never is. Each task stores
-its results itself, under each execution's id, then ends the execution's live output if it
-asked for one (``sandq.broker.output``). Per-process state lives in ``sandq.worker.process``.
+takes an in-flight slot. The gates ride out a Redis restart (``sandq.broker.connection``); a
+longer outage sends a single execution's message back to its queue. A single execution that a
+cap refuses is parked in its tenant's line and its message ends storing nothing: a hand-off
+sends it again, marked with a token, once it holds a slot. A batch's refused executions go back
+as a message of their own. An infrastructure fault is retried (``max_retries``); the user's code
+never is. Each task stores its results itself, under each execution's id, then ends the
+execution's live output if it asked for one (``sandq.broker.output``). Per-process state lives
+in ``sandq.worker.process``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import logging
 from contextlib import ExitStack
 from typing import Any
 
+import redis
 from celery import Task
+from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, celery_app
@@ -53,7 +57,7 @@ def execute_task(
     queue = info.get("routing_key") or process.settings.queue
     park = Parked(submission.tenant, payload, queue, priority or priority_of(info.get("priority")), retries)
     with ExitStack() as held:  # the slot is released before the result is stored
-        passage = _through_gates(process, submission, held, token, park)
+        passage = _gated(process, submission, held, token, park)
         if passage is Verdict.ACQUIRED:
             passage = _run(self, process, submission, retries, park.priority)
     if isinstance(passage, ExecutionResult):
@@ -134,6 +138,18 @@ def _through_gates(
     if verdict is Verdict.ACQUIRED:
         held.enter_context(process.in_flight.held(submission.id, tenant))
     return verdict
+
+
+def _gated(
+    process: Process, submission: Submission, held: ExitStack, token: str, park: Parked
+) -> ExecutionResult | Verdict:
+    """``_through_gates``; if Redis stays unreachable longer than the client rides out, the
+    message goes back to its queue unacknowledged, so that nothing is lost or failed."""
+    try:
+        return _through_gates(process, submission, held, token, park)
+    except redis.ConnectionError as error:
+        log.warning("Redis unreachable at the gates of %s, requeued: %s", submission.id, error)
+        raise Reject(error, requeue=True) from error
 
 
 def _run(
