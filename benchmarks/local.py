@@ -9,7 +9,8 @@ bundle running ``python -c print(1)``:
 - ``throughput``: ``--rounds`` interleaved rounds, each ``--throughput-n`` executions through
   sandq and as many cold runs, ``--concurrency`` at a time (closed loop, both sides alone on the
   machine); executions per second and CPU per execution (the worker with every sandbox it
-  reaped, the client and Redis; the cold side's processes).
+  reaped, the client and Redis, also each apart; the cold side's processes). A cold run that
+  ended has deleted its container itself: it pays no ``runsc delete``.
 - ``latency``: one client back to back, one client at an interactive pace (0.5 s apart), then
   open-loop Poisson arrivals at 25%, 50% and 70% of sandq's saturation throughput measured
   above (a fresh worker per level; latency counts from each request's scheduled time).
@@ -56,6 +57,7 @@ from sandq.sandbox.gvisor.bundle import (
     write_bundle,
 )
 from sandq.sandbox.gvisor.pool import WarmPool
+from sandq.sandbox.gvisor.sandbox import has_state
 from tests.conftest import RedisServer, WorkerProcess, make_settings
 
 CODE = "print(1)"
@@ -175,7 +177,8 @@ def cold_runsc(bench: Bench, index: int) -> float:
     command = [*root, "--network=none", "run", "--bundle", str(bundle), name]
     subprocess.run(command, capture_output=True, check=True)
     elapsed = time.perf_counter() - start
-    subprocess.run([*root, "delete", "--force", name], capture_output=True, check=False)
+    if has_state(settings, name):  # an attached run that ended has deleted its container itself
+        subprocess.run([*root, "delete", "--force", name], capture_output=True, check=False)
     shutil.rmtree(bundle)
     return elapsed
 
@@ -256,7 +259,10 @@ def sandq_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
     with bench.worker(f"throughput-{round_no}") as worker:
 
         def parts() -> dict[str, float]:
-            return {"all": worker.cpu() + others(), "worker_process": proc_cpu(worker.pid, children=False)}
+            client, redis = own_cpu()[0], proc_cpu(redis_pid, children=False)
+            worker_all, worker_own = worker.cpu(), proc_cpu(worker.pid, children=False)
+            return {"all": worker_all + client + redis, "worker_process": worker_own,
+                    "sandboxes": worker_all - worker_own, "client": client, "redis": redis}
 
         before = parts()["all"]
         window = Window(n, parts)

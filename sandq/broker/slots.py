@@ -21,7 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any
 
@@ -68,7 +68,8 @@ class Parked:
 
     def to_json(self) -> str:
         """The entry as stored in Redis."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        entry = {field.name: getattr(self, field.name) for field in fields(self)}  # asdict deep-copies
+        return json.dumps(entry, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Parked:

@@ -167,10 +167,8 @@ def _task_started(sender: object = None, task_id: str | None = None, **_: object
 
 
 @task_postrun.connect
-def _task_finished(sender: object = None, retval: Any = None, **_: object) -> None:
-    """A returned result is counted; a retry (``retval`` is the exception) is not."""
+def _task_finished(sender: object = None, **_: object) -> None:
+    """An execution task has ended (its result, if any, was counted when stored)."""
     logging_setup.leave_execution()
     if getattr(sender, "name", None) == EXECUTE_TASK:
         metrics.IN_FLIGHT.dec()
-        if isinstance(retval, dict) and "status" in retval:
-            metrics.record_result(retval)
