@@ -199,7 +199,12 @@ def runsc(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 def has_state(settings: Settings, name: str) -> bool:
     """True while runsc keeps state for the sandbox ``name``."""
-    return any(settings.runsc_root.glob(f"{name}_sandbox*.state"))
+    prefix = f"{name}_sandbox"  # runsc's '<sandbox>_sandbox:<container>.state'; a glob would compile a regex
+    try:
+        with os.scandir(settings.runsc_root) as entries:
+            return any(e.name.startswith(prefix) and e.name.endswith(".state") for e in entries)
+    except FileNotFoundError:
+        return False
 
 
 def remove_sandbox(settings: Settings, name: str) -> None:
