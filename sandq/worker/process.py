@@ -40,12 +40,14 @@ from sandq.worker import metrics
 from sandq.worker.cancellation import CancelListener
 from sandq.worker.heartbeat import Heartbeat
 from sandq.worker.lanes import InteractiveReserve
+from sandq.worker.popped import KeepPopped
 from sandq.worker.queues import TenantQueues
 
 log = logging.getLogger(__name__)
 
 celery_app.steps["consumer"].add(TenantQueues)
 celery_app.steps["consumer"].add(InteractiveReserve)
+celery_app.steps["consumer"].add(KeepPopped)
 
 
 class Process:

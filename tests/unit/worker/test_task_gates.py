@@ -29,6 +29,15 @@ def park_of(item: Submission) -> Parked:
     return Parked(item.tenant, item.model_dump(mode="json"), "q", "interactive", 0)
 
 
+def quiet_process(redis_url: str, base: Path, outage_seconds: float) -> Process:
+    """A worker process's state, without its cancel listener: it would outlive the test, reconnecting
+    to the stopped server forever."""
+    settings = make_settings(redis_url, base, backend="simulated", redis_outage_seconds=outage_seconds)
+    process = Process(settings)
+    process.cancels._start_listening = lambda: None  # type: ignore[method-assign]
+    return process
+
+
 def gate(process: Process, item: Submission) -> object:
     with ExitStack() as held:
         return _gated(process, item, held, "", park_of(item))
@@ -36,7 +45,7 @@ def gate(process: Process, item: Submission) -> object:
 
 def test_the_gates_ride_out_a_redis_restart(tmp_path: Path) -> None:
     server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
-    process = Process(make_settings(server.url, tmp_path, backend="simulated", redis_outage_seconds=10))
+    process = quiet_process(server.url, tmp_path, 10)
     try:
         assert gate(process, submission("before")) is Verdict.ACQUIRED
         server.stop()  # the scripts are gone too: a restarted Redis loads them again
@@ -54,7 +63,7 @@ def test_the_gates_ride_out_a_redis_restart(tmp_path: Path) -> None:
 
 def test_a_longer_outage_requeues_the_message(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
-    process = Process(make_settings(server.url, tmp_path, backend="simulated", redis_outage_seconds=0.5))
+    process = quiet_process(server.url, tmp_path, 0.5)
     server.stop()
     try:
         with pytest.raises(Reject) as rejected:
