@@ -5,11 +5,10 @@ arriving at rate ``λ`` the sandboxes booting at any moment follow a Poisson law
 (Little's law gives the mean). Keeping ``S`` sandboxes, ready or booting, leaves one ready for
 each request unless ``S`` or more are booting: ``S`` is that law's 99th percentile plus one.
 ``λ`` is the higher of the rates over the last ``RISE_SECONDS`` (to follow a rise at once) and
-over ``warm_pool_idle_seconds`` (to fall slowly, back to the floor once idle). ``T`` is the
-median of the recent boots: a few that waited long for spare CPU do not count, but when most
-boots take longer (a busy host), more are kept under way. Boots ahead of demand take only boot
-slots nobody waits for (``booting``), so a larger size cannot starve requests; the ceiling
-bounds its memory. While interactive work is around, ``warm_pool_reserve`` more
+over ``warm_pool_idle_seconds`` (to fall slowly, back to the floor once idle). ``T`` is a boot's
+time when it has the CPU: the lower quartile of the recent boots. Boots wait for spare CPU, so
+under load they last longer; more of them at once would not end sooner, only hold memory and
+CPU for boots that a burst's end leaves unused. While interactive work is around, ``warm_pool_reserve`` more
 are kept, and batch work leaves them to it.
 """
 
@@ -28,9 +27,8 @@ FIRST_BOOT_SECONDS = 0.5
 """The boot time assumed before one is measured."""
 BOOTS_KEPT = 32
 """How many of the latest boots the boot time is taken from."""
-BOOT_QUANTILE = 0.5
-"""The boots' quantile taken as the boot time: the lower quartile kept the pool too small on a busy
-host (50% load, p99 750-770 ms against 360-430 ms with the median, runs of 300)."""
+BOOT_QUANTILE = 0.25
+"""The boots' quantile taken as the boot time: one with the CPU, not one waiting for it."""
 
 
 def poisson_quantile(mean: float, q: float = QUANTILE) -> int:
@@ -86,7 +84,7 @@ class Demand:
 
     @property
     def boot_seconds(self) -> float:
-        """How long a recent boot lasts, its median (``FIRST_BOOT_SECONDS`` until one is measured)."""
+        """How long a boot lasts when it has the CPU (``FIRST_BOOT_SECONDS`` until one is measured)."""
         if not self._boots:
             return FIRST_BOOT_SECONDS
         return sorted(self._boots)[int(BOOT_QUANTILE * (len(self._boots) - 1))]
