@@ -2,7 +2,7 @@
 
 Both pass the same gates (``_through_gates``): a cancelled execution never starts, then it
 takes an in-flight slot. The gates ride out a Redis restart (``sandq.broker.connection``); a
-longer outage sends a single execution's message back to its queue. A single execution that a
+longer outage sends the message back to its queue. A single execution that a
 cap refuses is parked in its tenant's line and its message ends storing nothing: a hand-off
 sends it again, marked with a token, once it holds a slot. A batch's refused executions go back
 as a message of their own. An infrastructure fault is retried (``max_retries``); the user's code
@@ -60,7 +60,7 @@ def execute_task(
     queue = info.get("routing_key") or process.settings.queue
     park = Parked(submission.tenant, payload, queue, priority or priority_of(info.get("priority")), retries)
     with ExitStack() as held:  # the slot is released before the result is stored
-        passage = _gated(process, submission, held, token, park)
+        passage = _through_gates(process, submission, held, token, park)
         if passage is Verdict.ACQUIRED:
             passage = _run(self, process, submission, retries, park.priority)
     if isinstance(passage, ExecutionResult):
@@ -126,33 +126,26 @@ def _through_gates(
 
     While ``held`` stays open, a cancellation reaches the running execution, and an acquired
     slot's lease is renewed (then released). ``park``: where to park it if a cap refuses it.
+    If Redis stays unreachable longer than the process's client rides out, the message goes back
+    to its queue unacknowledged (``Reject``): nothing is lost, nothing is failed.
     """
     tenant = submission.tenant
     held.enter_context(process.cancels.running(submission.id))  # before the check: none slips by
-    if process.cancels.is_cancelled(submission.id):
-        process.admission.withdraw(submission.id, tenant)
-        process.in_flight.release(submission.id, tenant)  # a slot handed to it goes to the next
-        return ExecutionResult.cancelled(
-            submission.id, "cancelled before it started", tenant=tenant, enqueued_at=submission.enqueued_at
-        )
-    verdict = process.in_flight.acquire(submission.id, tenant, token, park)
+    try:
+        if process.cancels.is_cancelled(submission.id):
+            process.admission.withdraw(submission.id, tenant)
+            process.in_flight.release(submission.id, tenant)  # a slot handed to it goes to the next
+            why, at = "cancelled before it started", submission.enqueued_at
+            return ExecutionResult.cancelled(submission.id, why, tenant=tenant, enqueued_at=at)
+        verdict = process.in_flight.acquire(submission.id, tenant, token, park)
+    except redis.ConnectionError as error:
+        log.warning("Redis unreachable at the gates of %s, requeued: %s", submission.id, error)
+        raise Reject(error, requeue=True) from error
     if verdict is Verdict.PARKED:
         process.handoff.poke()  # a slot freed before it parked goes to the first in line
     if verdict is Verdict.ACQUIRED:
         held.enter_context(process.in_flight.held(submission.id, tenant))
     return verdict
-
-
-def _gated(
-    process: Process, submission: Submission, held: ExitStack, token: str, park: Parked
-) -> ExecutionResult | Verdict:
-    """``_through_gates``; if Redis stays unreachable longer than the client rides out, the
-    message goes back to its queue unacknowledged, so that nothing is lost or failed."""
-    try:
-        return _through_gates(process, submission, held, token, park)
-    except redis.ConnectionError as error:
-        log.warning("Redis unreachable at the gates of %s, requeued: %s", submission.id, error)
-        raise Reject(error, requeue=True) from error
 
 
 def _run(

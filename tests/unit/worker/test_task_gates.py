@@ -15,7 +15,7 @@ from celery.exceptions import Reject
 from sandq.broker.slots import Parked, Verdict
 from sandq.contract import Submission
 from sandq.worker.process import Process
-from sandq.worker.task import _gated
+from sandq.worker.task import _through_gates
 from tests.conftest import RedisServer, make_settings
 
 OUTAGE = 1.0
@@ -40,7 +40,7 @@ def quiet_process(redis_url: str, base: Path, outage_seconds: float) -> Process:
 
 def gate(process: Process, item: Submission) -> object:
     with ExitStack() as held:
-        return _gated(process, item, held, "", park_of(item))
+        return _through_gates(process, item, held, "", park_of(item))
 
 
 def test_the_gates_ride_out_a_redis_restart(tmp_path: Path) -> None:
