@@ -38,6 +38,8 @@ class GVisorBackend(Backend):
         settings.runsc_root.mkdir(parents=True, exist_ok=True)
         settings.bundle_dir.mkdir(parents=True, exist_ok=True)
         self.boots = BootSlots(settings.max_booting or default_limit())
+        self.weighted = cgroup.supported()
+        """A sandbox boots without its CPU quota, which is set once it is ready (cgroups v1)."""
         self.pool: WarmPool | None = None
         self._sweeper = Periodic("sandq-sweep", settings.sweep_interval_seconds, self.sweep)
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandq-reaper")
@@ -68,7 +70,8 @@ class GVisorBackend(Backend):
         self.cold_starts += 1
         interactive = priority == "interactive"
         slot = self.boots.acquire(Rank.INTERACTIVE if interactive else Rank.BATCH)
-        return LocalSandbox(self.settings, shape, shares=cgroup.shares_of(interactive), slot=slot)
+        shares = cgroup.shares_of(interactive)
+        return LocalSandbox(self.settings, shape, shares=shares, quota_when_ready=self.weighted, slot=slot)
 
     def run(
         self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,

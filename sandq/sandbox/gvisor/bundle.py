@@ -193,23 +193,23 @@ def write_bundle(
     settings: Settings,
     sandbox_name: str,
     *,
-    warm: bool = False,
     shares: int = cgroup.BATCH_SHARES,
+    quota: bool = True,
 ) -> None:
     """Write the bundle directory: ``config.json`` and a root with only the host's links into /usr
     (``host_links``); the runner comes from ``runner_dir``.
 
-    ``shares``: the CPU weight of a sandbox started for its job. ``warm``: a sandbox booted ahead
-    of demand, at the lowest CPU weight and without quota; its weight and quota are set on its
-    cgroup when it is handed its job (``cgroup``).
+    ``shares``: the sandbox's CPU weight while it boots. ``quota=False``: it boots without its
+    shape's CPU quota, which is set on its cgroup once its runner is ready, before its job is
+    written (``cgroup``): the boot is runsc's own work, and a quota on it only slows it down.
     """
     env_dir = sandbox_env(settings)
     make_root(bundle / "rootfs")
     config = oci_config(
         shape, settings, runner_dir(settings), sandbox_name, env_dir, shares, site=has_path_files(env_dir)
     )
-    if warm:
-        config = booting_at_lowest_weight(config)
+    if not quota:
+        config = without_quota(config)
     (bundle / "config.json").write_text(json.dumps(config))
 
 
@@ -235,9 +235,10 @@ def has_path_files(env_dir: Path) -> bool:
     return any(env_dir.glob("lib/python*/site-packages/*.pth"))
 
 
-def booting_at_lowest_weight(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the lowest CPU weight and no CPU quota (runsc then never writes ``cpu.cfs_*``)."""
-    resources = {**config["linux"]["resources"], "cpu": {"shares": cgroup.BOOT_SHARES}}
+def without_quota(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its CPU weight and no CPU quota (runsc then never writes ``cpu.cfs_*``)."""
+    resources = config["linux"]["resources"]
+    resources = {**resources, "cpu": {"shares": resources["cpu"]["shares"]}}
     return {**config, "linux": {**config["linux"], "resources": resources}}
 
 

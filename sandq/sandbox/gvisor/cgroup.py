@@ -1,11 +1,13 @@
 """A local sandbox's CPU weight and quota, set on its running cgroup (cgroups v1, ``cpu`` controller).
 
-A warm sandbox boots from a bundle whose only CPU resource is the lowest weight: its boot takes
-only CPU that running sandboxes leave, and, without a quota, finishes fast when CPU is spare.
-When it is handed a job it gets its shape's quota and the weight of the work it runs, before
-the job is written to its stdin. runsc writes the bundle's ``cpu.shares`` when it creates the
-cgroup, before it moves the sandbox's first process in, and never writes ``cpu.*`` again, so
-what is written here once the cgroup has a process stays (measured on runsc 20221219: 40 of 40;
+A sandbox boots from a bundle whose only CPU resource is a weight: the lowest for a warm one,
+whose boot takes only CPU that running sandboxes leave, its work's for a cold one. Without a
+quota, a boot finishes fast when CPU is spare (a 500m quota made a cold boot about 120 ms
+slower). A warm sandbox gets the weight of its work when it is taken, and every sandbox gets
+its shape's quota once its runner is ready, before the job is written to its stdin. runsc
+writes the bundle's ``cpu.shares`` when it creates the cgroup, before it moves the sandbox's
+first process in, and never writes ``cpu.*`` again, so what is written here once the cgroup
+has a process stays (measured on runsc 20221219: 40 of 40;
 the cgroup has its first process 35-60 ms after ``runsc run`` starts).
 """
 

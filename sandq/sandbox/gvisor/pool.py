@@ -10,8 +10,9 @@ execution of the worker (the threads pool: one process per worker host).
   its replacement at once; sandboxes beyond the size are removed once they have waited
   ``warm_pool_idle_seconds``.
 - **CPU**: a sandbox boots at the lowest CPU weight and without quota (``cgroup``), so boots
-  run on CPU that running sandboxes leave; when taken it gets its shape's quota and the weight
-  of its work (interactive above batch) before its job is written.
+  run on CPU that running sandboxes leave; when taken it gets the weight of its work
+  (interactive above batch), and its shape's quota once its runner is ready, before its job is
+  written.
 - **Interactive reserve**: while interactive work is around, batch work leaves it the first
   ``warm_pool_reserve`` sandboxes, and the boots that refill them run at interactive weight.
 - **Boots at once**: every boot holds one of the worker's ``booting.BootSlots`` until its runner
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from sandq.broker.routing import Priority
 from sandq.sandbox.gvisor import cgroup
 from sandq.sandbox.gvisor.booting import BootSlots, Rank
-from sandq.sandbox.gvisor.bundle import CPU_PERIOD_US, Shape
+from sandq.sandbox.gvisor.bundle import Shape
 from sandq.sandbox.gvisor.sandbox import LocalSandbox
 from sandq.sandbox.gvisor.sizing import Demand, pick, refilling_reserve
 from sandq.settings import Settings
@@ -155,7 +156,8 @@ class WarmPool:
         return self._booting.pop(index - len(self._ready)).sandbox
 
     def _arm(self, sandbox: LocalSandbox, interactive: bool) -> bool:
-        """Give a taken sandbox its shape's CPU quota and its work's weight; False if it cannot serve."""
+        """Give a taken sandbox its work's CPU weight; False if it cannot serve. (Its quota is set once
+        its runner is ready, before its job is written: ``LocalSandbox.execute``.)"""
         if not self.weighted:
             return sandbox.alive()
         deadline = time.monotonic() + ARM_TIMEOUT_SECONDS
@@ -165,9 +167,8 @@ class WarmPool:
             time.sleep(0.002)
         try:
             cgroup.set_shares(sandbox.name, cgroup.shares_of(interactive))
-            cgroup.set_quota(sandbox.name, self.shape.cpu_quota_us(), CPU_PERIOD_US)
         except OSError as error:
-            log.warning("could not limit the CPU of %s: %s", sandbox.name, error)
+            log.warning("could not weigh the CPU of %s: %s", sandbox.name, error)
             return False
         return sandbox.alive()
 
@@ -248,7 +249,10 @@ class WarmPool:
             if slot is None:
                 return started  # woken again when a slot frees
             try:
-                sandbox = LocalSandbox(self.settings, self.shape, warm=self.weighted, slot=slot)
+                shares = cgroup.BOOT_SHARES if self.weighted else cgroup.BATCH_SHARES
+                sandbox = LocalSandbox(
+                    self.settings, self.shape, shares=shares, quota_when_ready=self.weighted, slot=slot
+                )
             except OSError as error:
                 log.warning("could not start a warm sandbox: %s", error)
                 self._back_off()

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sandq.sandbox.backend import OnOutput
-from sandq.sandbox.gvisor.bundle import Shape, write_bundle
-from sandq.sandbox.gvisor.cgroup import BATCH_SHARES
+from sandq.sandbox.backend import InfrastructureFault, OnOutput
+from sandq.sandbox.gvisor import cgroup
+from sandq.sandbox.gvisor.bundle import CPU_PERIOD_US, Shape, write_bundle
 from sandq.sandbox.gvisor.streams import Streams, read_streams
 from sandq.sandbox.protocol import READY
 from sandq.settings import Settings
@@ -45,21 +45,23 @@ class LocalSandbox:
         settings: Settings,
         shape: Shape,
         *,
-        warm: bool = False,
-        shares: int = BATCH_SHARES,
+        shares: int = cgroup.BATCH_SHARES,
+        quota_when_ready: bool = False,
         slot: Callable[[], None] = lambda: None,
     ) -> None:
-        """Start the sandbox at the CPU weight ``shares``; ``warm``: booted ahead of demand, its CPU limits
-        set when it is taken. ``slot`` releases its boot slot (``booting``): called once, when its runner
-        is ready or it is removed."""
+        """Start the sandbox at the CPU weight ``shares``. ``quota_when_ready``: it boots without its
+        shape's CPU quota, which is set on its cgroup once the runner is ready, before the job is
+        written (cgroups v1 only: ``cgroup.supported``). ``slot`` releases its boot slot
+        (``booting``): called once, when its runner is ready or it is removed."""
         self.settings = settings
         self.shape = shape
         self.name = SANDBOX_PREFIX + uuid.uuid4().hex[:16]
         self.bundle = settings.bundle_dir / self.name
         self._slot = slot
         self._ready = False
+        self._quota_pending = quota_when_ready
         try:
-            write_bundle(self.bundle, shape, settings, self.name, warm=warm, shares=shares)
+            write_bundle(self.bundle, shape, settings, self.name, shares=shares, quota=not quota_when_ready)
             (self.bundle / OWNER_FILE).write_text(str(os.getpid()))
             self.proc = _spawner.start(
                 [*runsc_base(settings), "--network=none", "run", "--bundle", str(self.bundle), self.name]
@@ -97,13 +99,22 @@ class LocalSandbox:
     ) -> Capture:
         """Hand the job over and read what comes out, killing the sandbox at the deadline or a cap.
 
-        ``caps`` are the program's per-stream cap and the report's. Returns as soon as
-        the report is complete; the sandbox may still be tearing down (``remove`` waits
-        for it). Without a report, waits for the exit code, which tells what happened.
-        ``on_output(stream, data)`` sees the program's output as it is read.
+        The job is written once the runner is ready, after the sandbox's CPU quota is set if it
+        booted without (``InfrastructureFault`` if that fails: then the job is never written).
+        ``caps`` are the program's per-stream cap and the report's. Returns as soon as the report
+        is complete; the sandbox may still be tearing down (``remove`` waits for it). Without a
+        report, waits for the exit code, which tells what happened. ``on_output(stream, data)``
+        sees the program's output as it is read.
         """
         assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
-        threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
+
+        def hand_over() -> None:  # the runner is ready: limit the sandbox, then write its job
+            self._slot()
+            self._set_quota()
+            threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
+
+        if self._ready:
+            hand_over()
         streams = read_streams(
             self.proc.stdout.fileno(),
             self.proc.stderr.fileno(),
@@ -114,11 +125,21 @@ class LocalSandbox:
             started=self._ready,
             exited=lambda: self.proc.poll() is not None,
             on_output=on_output,
-            on_started=self._slot,
+            on_started=hand_over,
         )
         if streams.stop is not None:
             self.kill()
         return Capture(streams, self.proc.poll() if streams.report is not None else self.proc.wait())
+
+    def _set_quota(self) -> None:
+        """Give a sandbox that booted without its CPU quota that quota (no code has run in it yet)."""
+        if not self._quota_pending:
+            return
+        try:
+            cgroup.set_quota(self.name, self.shape.cpu_quota_us(), CPU_PERIOD_US)
+        except OSError as error:
+            raise InfrastructureFault(f"could not set the CPU quota of {self.name}: {error}") from error
+        self._quota_pending = False
 
     def kill(self) -> bool:
         """Kill every process in the sandbox; False if runsc knows no such sandbox (not yet, or no more)."""

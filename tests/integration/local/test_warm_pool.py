@@ -3,10 +3,10 @@ sized to demand, refilled as soon as a sandbox is taken, and a reserve left to i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +17,7 @@ import pytest
 from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.broker.routing import Priority
 from sandq.contract import SandboxReport
+from sandq.sandbox.backend import InfrastructureFault
 from sandq.sandbox.gvisor import cgroup
 from sandq.sandbox.gvisor.backend import GVisorBackend
 from sandq.sandbox.gvisor.booting import BootSlots, Rank
@@ -109,6 +110,27 @@ def test_warm_sandbox_enforces_the_memory_limit_of_its_shape(backend: GVisorBack
     assert report.status is Status.OOM_KILLED
 
 
+def limits_seen_by_the_code(
+    backend: GVisorBackend, request: ExecutionRequest, priority: Priority
+) -> tuple[int, int]:
+    """Run ``request`` (whose code prints, then sleeps); its sandbox's CPU weight and quota, read from
+    the host as soon as the code has printed: the limits the code runs under."""
+    seen: list[tuple[int, int]] = []
+
+    def on_output(stream: str, data: bytes) -> None:
+        if not seen:
+            (sandbox,) = backend._running.values()
+            seen.append(cpu(sandbox.name))
+
+    report = backend.run("exec", request, on_output, priority=priority)
+    assert report.status is Status.SUCCEEDED
+    (limits,) = seen
+    return limits
+
+
+RUNNING = "print('running', flush=True)\nimport time\ntime.sleep(1)"
+
+
 @pytest.mark.parametrize(("priority", "shares"), WEIGHTS)
 def test_a_warm_sandbox_boots_at_the_lowest_weight_and_runs_its_job_under_its_cpu_quota(
     backend: GVisorBackend, priority: Priority, shares: int
@@ -117,19 +139,10 @@ def test_a_warm_sandbox_boots_at_the_lowest_weight_and_runs_its_job_under_its_cp
     wait_for(lambda: pool.ready_count() >= 1)
     idle = [name for name in running_sandboxes(backend.settings) if cgroup.joined(name)]
     assert idle and all(cpu(name) == (cgroup.BOOT_SHARES, -1) for name in idle)  # booted: no quota yet
-    seen: list[tuple[int, int]] = []
-
-    def look() -> None:  # while the job runs, from the host
-        wait_for(lambda: bool(backend._running))
-        (sandbox,) = backend._running.values()
-        seen.append(cpu(sandbox.name))
-
-    looker = threading.Thread(target=look)
-    looker.start()
-    report = run_warm(backend, "import time\ntime.sleep(3)", priority)
-    looker.join()
-    assert report.status is Status.SUCCEEDED
-    assert seen == [(shares, 50_000)]  # the default shape's 500m, set before the job was written
+    before = backend.warm_starts
+    limits = limits_seen_by_the_code(backend, ExecutionRequest(code=RUNNING), priority)
+    assert backend.warm_starts == before + 1
+    assert limits == (shares, 50_000)  # the default shape's 500m, set before the job was written
 
 
 def test_another_shape_starts_cold_with_its_own_limits(backend: GVisorBackend) -> None:
@@ -141,26 +154,40 @@ def test_another_shape_starts_cold_with_its_own_limits(backend: GVisorBackend) -
 
 
 @pytest.mark.parametrize(("priority", "shares"), WEIGHTS)
-def test_a_cold_sandbox_runs_at_its_works_weight_under_its_own_quota(
+def test_a_cold_sandbox_boots_at_its_works_weight_and_runs_under_its_own_quota(
     backend: GVisorBackend, priority: Priority, shares: int
 ) -> None:
-    seen: list[tuple[int, int]] = []
-
-    def look() -> None:
-        wait_for(lambda: bool(backend._running))
-        (sandbox,) = backend._running.values()
-        wait_for(lambda: cgroup.joined(sandbox.name))
-        seen.append(cpu(sandbox.name))
-
-    looker = threading.Thread(target=look)
-    looker.start()
+    request = ExecutionRequest(code=RUNNING, cpu_limit="250m", cpu_requested="250m")
+    booting = backend._sandbox_for(request, priority)
+    try:
+        config = json.loads((booting.bundle / "config.json").read_text())
+        assert config["linux"]["resources"]["cpu"] == {"shares": shares}  # its boot has no quota
+    finally:
+        booting.remove()
     before = backend.cold_starts
-    request = ExecutionRequest(code="import time\ntime.sleep(3)", cpu_limit="250m", cpu_requested="250m")
-    report = backend.run("exec", request, priority=priority)
-    looker.join()
+    limits = limits_seen_by_the_code(backend, request, priority)
     assert backend.cold_starts == before + 1
-    assert report.status is Status.SUCCEEDED
-    assert seen == [(shares, 25_000)]
+    assert limits == (shares, 25_000)
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_sandbox_whose_quota_cannot_be_set_never_gets_its_job(
+    backend: GVisorBackend, monkeypatch: pytest.MonkeyPatch, warm: bool
+) -> None:
+    def refuse(name: str, quota_us: int, period_us: int) -> None:
+        raise OSError("no such cgroup")
+
+    monkeypatch.setattr(cgroup, "set_quota", refuse)
+    if warm:
+        wait_for(lambda: the_pool(backend).ready_count() >= 1)
+    printed: list[bytes] = []
+    before = (backend.warm_starts, backend.cold_starts)
+    request = ExecutionRequest(code="print('ran', flush=True)", cpu_limit="500m" if warm else "250m")
+    with pytest.raises(InfrastructureFault, match="could not set the CPU quota"):
+        backend.run("exec", request, lambda stream, data: printed.append(data))
+    assert (backend.warm_starts, backend.cold_starts) == (before[0] + warm, before[1] + (not warm))
+    assert printed == []
+    assert not backend._running
 
 
 class CountedSlots(BootSlots):

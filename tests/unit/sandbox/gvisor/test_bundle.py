@@ -25,7 +25,7 @@ from sandq.sandbox.gvisor.bundle import (
     runner_dir,
     write_bundle,
 )
-from sandq.sandbox.gvisor.cgroup import BATCH_SHARES, INTERACTIVE_SHARES
+from sandq.sandbox.gvisor.cgroup import BATCH_SHARES, BOOT_SHARES, INTERACTIVE_SHARES
 from sandq.sandbox.protocol import MOUNT_DIR, RUNNER_FILE, runner_source
 from sandq.sandbox.runner import FRAME_END
 from tests.conftest import make_settings
@@ -175,21 +175,19 @@ def test_the_environment_replaces_the_hosts_configuration_and_dev_shm_is_sized(t
     assert {f"size={SHM_BYTES}", "noexec", "nosuid", "nodev", "mode=1777"} <= set(shm["options"])
 
 
-def test_a_warm_bundle_boots_at_the_lowest_weight_without_quota_and_keeps_every_other_limit(
-    tmp_path: Path,
-) -> None:
+def test_a_bundle_without_quota_boots_at_its_weight_and_keeps_every_other_limit(tmp_path: Path) -> None:
     settings = make_settings("redis://unused", tmp_path)
     shape = Shape("500m", "512Mi")
-    write_bundle(tmp_path / "cold", shape, settings, "sq-cold", shares=INTERACTIVE_SHARES)
-    write_bundle(tmp_path / "warm", shape, settings, "sq-warm", warm=True)
-    cold = json.loads((tmp_path / "cold" / "config.json").read_text())
+    write_bundle(tmp_path / "limited", shape, settings, "sq-limited", shares=INTERACTIVE_SHARES)
+    write_bundle(tmp_path / "warm", shape, settings, "sq-warm", shares=BOOT_SHARES, quota=False)
+    limited = json.loads((tmp_path / "limited" / "config.json").read_text())
     warm = json.loads((tmp_path / "warm" / "config.json").read_text())
-    assert cold["linux"]["resources"]["cpu"] == {
+    assert limited["linux"]["resources"]["cpu"] == {
         "shares": INTERACTIVE_SHARES, "quota": shape.cpu_quota_us(), "period": 100_000
-    }  # a cold sandbox starts at its work's weight
+    }
     assert shape.cpu_quota_us() == 50_000
-    assert warm["linux"]["resources"]["cpu"] == {"shares": 2}  # no quota: runsc never writes cpu.cfs_*
-    assert warm["linux"]["resources"]["memory"] == cold["linux"]["resources"]["memory"]
+    assert warm["linux"]["resources"]["cpu"] == {"shares": BOOT_SHARES}  # runsc never writes cpu.cfs_*
+    assert warm["linux"]["resources"]["memory"] == limited["linux"]["resources"]["memory"]
     assert warm["linux"]["cgroupsPath"] == "/sandq/sq-warm"
     for key in ("process", "mounts", "root"):
-        assert warm[key] == cold[key]
+        assert warm[key] == limited[key]
