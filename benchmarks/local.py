@@ -5,11 +5,14 @@ Run as root. Starts its own redis-server and workers (``sandq worker``, ``--pool
 is measured in one run, on the same machine, against a bare cold ``runsc run`` of the same
 bundle running ``python -c print(1)``:
 
-- ``cold``: the cold run's p50 latency, one at a time.
+- ``cold``: the cold run's p50 latency, one at a time, of two bundles: ``cold`` with the request's
+  limits (its CPU quota throttles the boot too), and ``cold_no_quota`` without a CPU quota (a
+  bare run as fast as runsc boots; sandq boots without the quota and sets it before the job).
+  Latencies are reported over each; the faster, ``cold_no_quota``, is the stricter baseline.
 - ``throughput``: ``--rounds`` interleaved rounds, each ``--throughput-n`` executions through
-  sandq and as many cold runs, ``--concurrency`` at a time (closed loop, both sides alone on the
-  machine); executions per second and CPU per execution (the worker with every sandbox it
-  reaped, the client and Redis, also each apart; the cold side's processes). A cold run that
+  sandq and as many cold runs of each bundle, ``--concurrency`` at a time (closed loop, each
+  side alone on the machine); executions per second and CPU per execution (the worker with
+  every sandbox it reaped, the client and Redis, also each apart; the cold side's processes). A cold run that
   ended has deleted its container itself: it pays no ``runsc delete``.
 - ``latency``: one client back to back, one client at an interactive pace (0.5 s apart), then
   open-loop Poisson arrivals at 25%, 50% and 70% of sandq's saturation throughput measured
@@ -54,6 +57,7 @@ from sandq.sandbox.gvisor.bundle import (
     oci_config,
     runner_dir,
     sandbox_env,
+    without_quota,
     write_bundle,
 )
 from sandq.sandbox.gvisor.pool import WarmPool
@@ -76,13 +80,18 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def spread(latencies: list[float], cold: float) -> dict[str, float]:
-    """p50, p90 and p99 in ms, and each over the cold p50."""
+COLD_BUNDLES = {"cold": True, "cold_no_quota": False}
+"""The cold baselines: each one's name, and whether its bundle has the request's CPU quota."""
+
+
+def spread(latencies: list[float], colds: dict[str, float]) -> dict[str, float]:
+    """p50, p90 and p99 in ms, and each over each cold p50 (``colds``: name -> seconds)."""
     out: dict[str, float] = {"n": len(latencies)}
     for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
         value = percentile(latencies, q)
         out[f"{name}_ms"] = ms(value)
-        out[f"{name}_over_cold"] = round(value / cold, 3)
+        for cold, seconds in colds.items():
+            out[f"{name}_over_{cold}"] = round(value / seconds, 3)
     return out
 
 
@@ -162,8 +171,9 @@ def stop_and_reap(worker: WorkerProcess) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cold_runsc(bench: Bench, index: int) -> float:
-    """One bare ``runsc run`` of ``python -c CODE`` with the same bundle, attached; its wall time."""
+def cold_runsc(bench: Bench, index: int, quota: bool = True) -> float:
+    """One bare ``runsc run`` of ``python -c CODE`` with the same bundle, attached; its wall time.
+    ``quota``: the bundle has the request's CPU quota from the start."""
     settings = bench.settings()
     name = f"bench-cold-{index}"
     bundle = bench.base / name
@@ -171,6 +181,8 @@ def cold_runsc(bench: Bench, index: int) -> float:
     write_bundle(bundle, shape, settings, name)
     config = oci_config(shape, settings, runner_dir(settings), name, sandbox_env(settings))
     config["process"]["args"] = [SANDBOX_PYTHON, "-c", CODE]
+    if not quota:
+        config = without_quota(config)
     (bundle / "config.json").write_text(json.dumps(config))
     root = ["runsc", "--root", str(settings.runsc_root)]
     start = time.perf_counter()
@@ -273,47 +285,52 @@ def sandq_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
     return {"per_s": round(n / seconds, 2), **window.figures(), "whole_run_cpu_ms_per_execution": whole_ms}
 
 
-def cold_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
+def cold_saturation(bench: Bench, n: int, round_no: int, quota: bool = True) -> dict[str, float]:
     """Bare cold runs per second and their CPU per execution, ``concurrency`` at a time."""
     before = sum(own_cpu())
     window = Window(n, lambda: {"all": sum(own_cpu())})
-    first = 1000 * (round_no + 1)
-    seconds = closed_loop(lambda i: cold_runsc(bench, first + i), n, bench.concurrency, window)
+    first = 1000 * (round_no + 1) + (0 if quota else 100_000)
+    seconds = closed_loop(lambda i: cold_runsc(bench, first + i, quota), n, bench.concurrency, window)
     return {"per_s": round(n / seconds, 2), **window.figures(),
             "whole_run_cpu_ms_per_execution": ms((sum(own_cpu()) - before) / n)}
 
 
 def throughput(bench: Bench, n: int, rounds: int) -> dict[str, object]:
-    """Interleaved rounds of sandq and cold at saturation (the order alternates)."""
-    sides: dict[str, list[dict[str, float]]] = {"sandq": [], "cold": []}
+    """Interleaved rounds of sandq and each cold bundle at saturation (the order rotates)."""
+    names = ["sandq", *COLD_BUNDLES]
+    sides: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     rows = []
     for r in range(rounds):
-        order = ("sandq", "cold") if r % 2 == 0 else ("cold", "sandq")
+        order = names[r % len(names):] + names[:r % len(names)]
         for side in order:
-            run = sandq_saturation if side == "sandq" else cold_saturation
-            sides[side].append(run(bench, n, r))
-        sandq, cold = sides["sandq"][-1], sides["cold"][-1]
-        ratio = round(sandq["per_s"] / cold["per_s"], 3)
-        steady_ratio = round(sandq["steady_per_s"] / cold["steady_per_s"], 3)
-        rows.append({"first": order[0], "sandq": sandq, "cold": cold, "ratio": ratio,
-                     "steady_ratio": steady_ratio})
-        print(json.dumps({"throughput_round": r + 1, **rows[-1]}), file=sys.stderr, flush=True)
+            if side == "sandq":
+                sides[side].append(sandq_saturation(bench, n, r))
+            else:
+                sides[side].append(cold_saturation(bench, n, r, COLD_BUNDLES[side]))
+        row: dict[str, object] = {"first": order[0], **{name: sides[name][-1] for name in names}}
+        for cold in COLD_BUNDLES:
+            row[f"ratio_over_{cold}"] = round(sides["sandq"][-1]["per_s"] / sides[cold][-1]["per_s"], 3)
+        rows.append(row)
+        print(json.dumps({"throughput_round": r + 1, **row}), file=sys.stderr, flush=True)
 
     def median(side: str, key: str) -> float:
         return round(statistics.median(row[key] for row in sides[side]), 2)
 
-    ratios = [float(row["ratio"]) for row in rows]  # type: ignore[arg-type]
-    steady = [float(row["steady_ratio"]) for row in rows]  # type: ignore[arg-type]
-    return {
+    out: dict[str, object] = {
         "concurrency": bench.concurrency, "n": n, "rounds": rows,
-        "sandq_per_s": median("sandq", "per_s"), "cold_per_s": median("cold", "per_s"),
-        "ratio_median": round(statistics.median(ratios), 3),
-        "steady_ratio_median": round(statistics.median(steady), 3),
+        "sandq_per_s": median("sandq", "per_s"),
         "sandq_cpu_ms_per_execution": median("sandq", "steady_all_cpu_ms_per_execution"),
         "sandq_worker_process_cpu_ms": median("sandq", "steady_worker_process_cpu_ms_per_execution"),
-        "cold_cpu_ms_per_execution": median("cold", "steady_all_cpu_ms_per_execution"),
         "sandq_whole_run_cpu_ms_per_execution": median("sandq", "whole_run_cpu_ms_per_execution"),
     }
+    for cold in COLD_BUNDLES:
+        ratios = [float(row[f"ratio_over_{cold}"]) for row in rows]  # type: ignore[arg-type]
+        steady = [sides["sandq"][i]["steady_per_s"] / sides[cold][i]["steady_per_s"] for i in range(rounds)]
+        out[f"{cold}_per_s"] = median(cold, "per_s")
+        out[f"{cold}_cpu_ms_per_execution"] = median(cold, "steady_all_cpu_ms_per_execution")
+        out[f"ratio_over_{cold}_median"] = round(statistics.median(ratios), 3)
+        out[f"steady_ratio_over_{cold}_median"] = round(statistics.median(steady), 3)
+    return out
 
 
 def open_loop(client: Client, rate: float, n: int, seed: int, warmup: int, split: str) -> list[float]:
@@ -350,7 +367,9 @@ def paced(client: Client, n: int, pause: float) -> list[float]:
     return out
 
 
-def latency(bench: Bench, n: int, poisson_n: int, saturation: float, cold: float) -> dict[str, object]:
+def latency(
+    bench: Bench, n: int, poisson_n: int, saturation: float, cold: dict[str, float]
+) -> dict[str, object]:
     out: dict[str, object] = {}
     with bench.worker("latency") as worker:
         client = worker.client
@@ -509,8 +528,13 @@ def main() -> None:
         bench = Bench(base, redis, args.pool, args.concurrency)
         bench.settings().runsc_root.mkdir(parents=True)
         try:
-            cold = statistics.median([cold_runsc(bench, i) for i in range(args.n)])
-            report["cold_runsc_p50_ms"] = ms(cold)
+            runs: dict[str, list[float]] = {name: [] for name in COLD_BUNDLES}
+            for i in range(args.n):  # the two bundles alternate
+                for name, quota in COLD_BUNDLES.items():
+                    runs[name].append(cold_runsc(bench, 2 * i + quota, quota))
+            cold = {name: statistics.median(seconds) for name, seconds in runs.items()}
+            for name, seconds in cold.items():
+                report[f"{name}_runsc_p50_ms"] = ms(seconds)
             saturation = args.saturation
             if "throughput" in phases:
                 report["throughput"] = result = throughput(bench, args.throughput_n, args.rounds)
