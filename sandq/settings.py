@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         "per core). Requests wait their turn, interactive first; more boots at once end no sooner and "
         "slow running code down.",
     )
+    max_booting_ahead: int = Field(
+        default=0, ge=0, le=128, description="A warm sandbox boots ahead of demand only while fewer local "
+        "sandboxes than this boot (0: one per core); requests waiting for one may use all of max_booting. "
+        "Boots slow running code down, so the pool refills a few at a time while it still has sandboxes.",
+    )
     warm_pool_idle_seconds: float = Field(
         default=30, gt=0, description="Window of the arrival rate the warm pool is sized from: after this "
         "long without demand it is back at warm_pool_min.",

@@ -11,7 +11,10 @@ with 3-4, 15 ms alone; executions per second at saturation: 5.4 with 3 at once, 
 (``max_booting``, by default three per core). A request waits for a slot at its rank:
 interactive before batch, each in arrival order. The warm pool only takes a slot nobody
 waits for, except to refill the interactive reserve: it holds slots back from batch work for
-that (``hold``), all but one.
+that (``hold``), all but one. It boots ahead of demand only while fewer than ``ahead`` boot
+(``max_booting_ahead``, by default one per core): while it still has sandboxes, it refills a
+few at a time (at 50% load, with 298 of 300 requests finding one ready, the p99 was 118 ms with
+2 boots ahead at once, 222-468 ms with 6).
 """
 
 from __future__ import annotations
@@ -35,15 +38,28 @@ class Rank(IntEnum):
 
 def default_limit() -> int:
     """Three boots per core this process may run on."""
-    return 3 * (len(os.sched_getaffinity(0)) or 1)
+    return 3 * _cores()
+
+
+def default_ahead() -> int:
+    """One boot ahead of demand per core this process may run on."""
+    return _cores()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) or 1
 
 
 class BootSlots:
     """A counting semaphore over sandboxes booting, handed out by rank (then first come, first served)."""
 
-    def __init__(self, limit: int, on_free: Callable[[], None] | None = None) -> None:
-        """``limit`` boots at once; ``on_free()`` is called (outside the lock) whenever a slot frees."""
+    def __init__(
+        self, limit: int, ahead: int | None = None, on_free: Callable[[], None] | None = None
+    ) -> None:
+        """``limit`` boots at once, and a boot ahead of demand only while fewer than ``ahead`` (default
+        ``limit``) boot; ``on_free()`` is called (outside the lock) whenever a slot frees."""
         self.limit = limit
+        self.ahead = limit if ahead is None else ahead
         self.on_free = on_free
         self._taken = 0
         self._held = 0
@@ -84,7 +100,8 @@ class BootSlots:
 
     def _free(self, rank: Rank) -> bool:
         held = 0 if rank is Rank.INTERACTIVE else self._held
-        return self._taken < self.limit - held
+        limit = min(self.limit, self.ahead) if rank is Rank.AHEAD else self.limit
+        return self._taken < limit - held
 
     def booting(self) -> int:
         """How many slots are taken."""

@@ -16,8 +16,9 @@ execution of the worker (the threads pool: one process per worker host).
 - **Interactive reserve**: while interactive work is around, batch work leaves it the first
   ``warm_pool_reserve`` sandboxes, and the boots that refill them run at interactive weight.
 - **Boots at once**: every boot holds one of the worker's ``booting.BootSlots`` until its runner
-  is ready. The pool boots ahead of demand only on a slot nobody waits for; a boot that refills
-  the interactive reserve goes ahead of batch requests waiting for one.
+  is ready. The pool boots ahead of demand only on a slot nobody waits for, a few at a time
+  (``max_booting_ahead``); a boot that refills the interactive reserve goes ahead of batch
+  requests waiting for one.
 - A request that finds nothing it may take takes a sandbox still booting (its job waits in
   stdin) rather than starting another; with none booting either, it starts one cold, on a slot.
 - If the worker dies, even by SIGKILL, its sandboxes die with it (``sandbox._Spawner``).

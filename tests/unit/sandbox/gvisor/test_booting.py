@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sandq.sandbox.gvisor.booting import BootSlots, Rank, default_limit
+from sandq.sandbox.gvisor.booting import BootSlots, Rank, default_ahead, default_limit
 
 
 def waiter(
@@ -87,6 +87,22 @@ def test_a_boot_ahead_of_demand_takes_only_a_slot_nobody_waits_for() -> None:
     assert slots.booting() == 1
 
 
+def test_a_boot_ahead_of_demand_starts_only_while_fewer_than_its_own_limit_boot() -> None:
+    slots = BootSlots(4, ahead=2)
+    first = slots.try_acquire(Rank.AHEAD)
+    second = slots.try_acquire(Rank.AHEAD)
+    assert first is not None and second is not None
+    assert slots.try_acquire(Rank.AHEAD) is None  # two boot: no third ahead of demand
+    batch, interactive = slots.try_acquire(Rank.BATCH), slots.try_acquire(Rank.INTERACTIVE)
+    assert batch is not None and interactive is not None  # requests may use every slot
+    assert slots.booting() == 4
+    first()
+    second()
+    assert slots.try_acquire(Rank.AHEAD) is None  # the requests' two boots count too
+    batch()
+    assert slots.try_acquire(Rank.AHEAD) is not None
+
+
 def test_slots_held_for_the_interactive_reserve_are_not_given_to_batch_work() -> None:
     slots = BootSlots(3)
     slots.hold(5)  # all but one at most
@@ -118,5 +134,6 @@ def test_a_release_counts_once_and_tells_whoever_waits_for_a_free_slot() -> None
     assert slots.booting() == 0
 
 
-def test_the_default_is_three_boots_per_core() -> None:
+def test_the_default_is_three_boots_per_core_and_one_ahead_of_demand_per_core() -> None:
     assert default_limit() == 3 * len(os.sched_getaffinity(0))
+    assert default_ahead() == len(os.sched_getaffinity(0))
