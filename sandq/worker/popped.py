@@ -5,7 +5,9 @@ unacknowledged (``QoS.append``), which is what brings it back if the worker dies
 away between the two, the message is in neither place: lost, though it was accepted. So each
 task channel's ``append`` is wrapped: a message it could not record is kept in this process, and
 put back on its queue (next in line, marked redelivered, as kombu restores one) when the consumer
-has connected again. ``KeepPopped`` is a consumer bootstep (``sandq.worker.process`` adds it).
+has connected again. And an ack or a reject on a channel closed since (an execution that ended
+during the outage) is skipped: the message comes again. ``KeepPopped`` is a consumer bootstep
+(``sandq.worker.process`` adds it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,27 @@ def keep_unrecorded(channel: Any, kept: list[Kept]) -> None:
             raise
 
     channel.qos.append = append
+
+
+def skip_settling_when_closed(channel: Any) -> None:
+    """Wrap ``channel``'s ``qos.ack`` and ``qos.reject``: once the channel is closed (its connection
+    lost), settling one of its messages is skipped. Closing it restored its unacknowledged messages
+    (or left them in Redis's unacked hash, which the visibility timeout brings back), so such a
+    message comes again either way; an execution that ended during an outage would otherwise ack
+    through the released transport, an ``AttributeError`` that Celery takes as unrecoverable."""
+    for name in ("ack", "reject"):
+        setattr(channel.qos, name, _unless_closed(channel, name, getattr(channel.qos, name)))
+
+
+def _unless_closed(channel: Any, name: str, settle: Any) -> Any:
+    def guarded(delivery_tag: Any, *args: Any, **kwargs: Any) -> Any:
+        if channel.closed:
+            log.warning("skipped the %s of message %s: its connection was lost; it comes again",
+                        name, delivery_tag)
+            return None
+        return settle(delivery_tag, *args, **kwargs)
+
+    return guarded
 
 
 def put_back(channel: Any, kept: list[Kept]) -> int:
@@ -75,3 +98,4 @@ class KeepPopped(bootsteps.StartStopStep):
         except channel.connection_errors as error:
             log.warning("could not put back %d message(s) yet: %s", len(self.kept), error)
         keep_unrecorded(channel, self.kept)
+        skip_settling_when_closed(channel)
