@@ -29,13 +29,19 @@ from tests.conftest import REPO, RedisServer, WorkerProcess, free_port, make_set
 
 
 def gateway_settings(**overrides: object) -> GatewaySettings:
-    """Settings with a fresh server secret and quick webhook retries."""
+    """Settings with a fresh server secret and quick webhook retries.
+
+    The timeouts are generous: a test that counts the requests its receiver got needs every attempt
+    to reach it, also on a busy machine (with 1 s each, a CI run once counted three attempts and
+    the receiver two: only a failed connection or a timeout counts one that never arrived). A test
+    of timeouts sets its own.
+    """
     values: dict[str, object] = {
         "secret": secrets.token_hex(32),
         "webhook_backoff_seconds": 0.05,
         "webhook_backoff_max_seconds": 0.2,
-        "webhook_connect_timeout_seconds": 1,
-        "webhook_read_timeout_seconds": 1,
+        "webhook_connect_timeout_seconds": 5,
+        "webhook_read_timeout_seconds": 5,
         "webhook_poll_seconds": 0.02,
     }
     values.update(overrides)
