@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -48,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.sandbox.gvisor.booting import BootSlots
@@ -62,7 +65,7 @@ from sandq.sandbox.gvisor.bundle import (
 )
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import has_state
-from tests.conftest import RedisServer, WorkerProcess, make_settings
+from tests.conftest import RedisServer, WorkerProcess, free_port, make_settings
 
 CODE = "print(1)"
 SLEEP = "import time\ntime.sleep(0.2)"
@@ -126,11 +129,11 @@ class Bench:
     @contextmanager
     def worker(self, name: str, **overrides: object) -> Iterator[Running]:
         """A ready worker, warmed up by one execution; stopped (its pool drained) and reaped on exit."""
-        settings = self.settings(**overrides)
+        settings = self.settings(metrics_port=free_port(), **overrides)
         client = Client(settings)
         args = ("-m", "sandq", "worker", "--loglevel", "WARNING", "--pool", self.pool)
         worker = WorkerProcess(settings, self.base / f"worker-{name}.log", args=args)
-        running = Running(client, worker.proc.pid)
+        running = Running(client, worker.proc.pid, settings.metrics_port or 0)
         try:
             worker.wait_ready(client)
             client.run(ExecutionRequest(code=CODE), timeout=120)  # warm-up
@@ -146,8 +149,24 @@ class Running:
 
     client: Client
     pid: int
+    metrics_port: int
     final: float | None = None
     """The worker's whole CPU once reaped."""
+
+    def starts(self) -> dict[str, int]:
+        """How the worker's executions got their sandboxes so far (``sandq_sandbox_starts_total``)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        counts = dict.fromkeys(("ready", "booting", "cold"), 0)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "sandq_sandbox_starts_total":
+                    counts[sample.labels["start"]] = int(sample.value)
+        return counts
+
+    def starts_since(self, before: dict[str, int]) -> dict[str, int]:
+        """Sandbox starts since ``before`` (from ``starts``), by kind."""
+        return {kind: count - before[kind] for kind, count in self.starts().items()}
 
     def cpu(self) -> float:
         """CPU seconds of the worker and of every sandbox it has reaped (all of them, once it is reaped).
@@ -278,11 +297,14 @@ def sandq_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
 
         before = parts()["all"]
         window = Window(n, parts)
+        started = worker.starts()
         seconds = closed_loop(lambda _: run_ok(worker.client), n, bench.concurrency, window)
         outside = others()
+        starts = worker.starts_since(started)
     whole = worker.cpu() + outside - before
     whole_ms = ms(whole / n)
-    return {"per_s": round(n / seconds, 2), **window.figures(), "whole_run_cpu_ms_per_execution": whole_ms}
+    return {"per_s": round(n / seconds, 2), **window.figures(), "whole_run_cpu_ms_per_execution": whole_ms,
+            **{f"{kind}_starts": count for kind, count in starts.items()}}
 
 
 def cold_saturation(bench: Bench, n: int, round_no: int, quota: bool = True) -> dict[str, float]:
@@ -373,18 +395,25 @@ def latency(
     out: dict[str, object] = {}
     with bench.worker("latency") as worker:
         client = worker.client
+        started = worker.starts()
         back_to_back = paced(client, n, 0.0)
         bound = round(statistics.median(back_to_back) * saturation, 3)  # p50 over 1/throughput
-        out["back_to_back"] = {**spread(back_to_back, cold), "p50_over_one_per_throughput": bound}
+        out["back_to_back"] = {**spread(back_to_back, cold), "p50_over_one_per_throughput": bound,
+                               "sandbox_starts": worker.starts_since(started)}
         time.sleep(5)
-        out["interactive_pace"] = spread(paced(client, n, PACE_SECONDS), cold)
+        started = worker.starts()
+        pace = spread(paced(client, n, PACE_SECONDS), cold)
+        out["interactive_pace"] = {**pace, "sandbox_starts": worker.starts_since(started)}
     for load in LOADS:
         rate = load * saturation
         with bench.worker(f"poisson-{load}") as worker:
             warmup = max(10, poisson_n // 10)
             name = f"poisson_{round(load * 100)}pct"
+            started = worker.starts()
             sample = open_loop(worker.client, rate, poisson_n, int(load * 100), warmup, name)
-        row = {"rate_per_s": round(rate, 2), **spread(sample, cold), **split_of(name)}
+            starts = worker.starts_since(started)  # the warm-up's among them
+        row = {"rate_per_s": round(rate, 2), **spread(sample, cold), **split_of(name),
+               "sandbox_starts": starts}
         out[name] = row
         print(json.dumps({"poisson": load, **row}), file=sys.stderr, flush=True)
     return out

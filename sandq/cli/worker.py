@@ -52,6 +52,8 @@ def worker(
     from sandq.worker.metrics_server import serve_metrics  # noqa: PLC0415
 
     settings = redis_settings(ping=False)  # Celery waits for Redis to come up
+    use_for_celery_worker(log_format, loglevel)
+    serve_metrics(settings)  # before anything imports prometheus_client (the backends count too)
     if settings.backend == "gvisor":
         require_sandbox_env(settings)  # built here once, before any sandbox is started
     if settings.backend == "kubernetes":
@@ -59,8 +61,6 @@ def worker(
     # Executions mostly wait (on a sandbox's pipes, on the shared watch of Jobs): threads in one
     # process hold them, and share one warm pool per host (see docs/benchmarks.md for the figures).
     pool = pool or "threads"
-    use_for_celery_worker(log_format, loglevel)
-    serve_metrics(settings)  # before anything imports prometheus_client
     from sandq.broker.app import celery_app  # noqa: PLC0415 (the worker imports its tasks)
 
     celery_app.worker_main(

@@ -1,4 +1,5 @@
-"""The worker's Prometheus metrics: executions, waits, run times, Kubernetes API errors, queues.
+"""The worker's Prometheus metrics: executions, waits, run times, queues (the sandboxes' own, such as
+Kubernetes API errors and warm starts, are counted in ``sandq.sandbox.metrics``).
 
 Executions are counted from Celery's task signals (``sandq.worker.process``) in the pool
 process that ran them; with
@@ -41,16 +42,6 @@ RUN_TIME = Histogram("sandq_run_seconds", "Seconds a sandbox ran.", ["backend"],
 IN_FLIGHT = Gauge(
     "sandq_worker_in_flight", "Executions this worker is handling now.", multiprocess_mode="livesum"
 )
-API_ERRORS = Counter(
-    "sandq_kubernetes_api_errors",
-    "Failed Kubernetes API calls, by verb and HTTP status code.",
-    ["verb", "code"],
-)
-
-
-def record_api_error(verb: str, code: int | str) -> None:
-    """Count one failed Kubernetes API call (``code``: the HTTP status, or a word like ``timeout``)."""
-    API_ERRORS.labels(verb=verb, code=str(code)).inc()
 
 
 def record_result(result: Mapping[str, Any]) -> None:

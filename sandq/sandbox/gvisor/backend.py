@@ -16,6 +16,7 @@ from sandq.sandbox.gvisor.bundle import Shape, sandbox_env
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import Capture, LocalSandbox, sweep_orphans
 from sandq.sandbox.gvisor.streams import BOOT_SECONDS
+from sandq.sandbox.metrics import record_start
 from sandq.sandbox.protocol import ReportUnreadable, Stop, job_document, read_report, report_marker
 from sandq.settings import Settings
 
@@ -44,8 +45,6 @@ class GVisorBackend(Backend):
         self.pool: WarmPool | None = None
         self._sweeper = Periodic("sandq-sweep", settings.sweep_interval_seconds, self.sweep)
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandq-reaper")
-        self.warm_starts = 0
-        self.cold_starts = 0
 
     def start(self) -> None:
         """Start the warm pool (unless ``warm_pool_max`` is 0) and the periodic sweep of dead workers'
@@ -66,13 +65,13 @@ class GVisorBackend(Backend):
         if self.pool is not None and shape == self.pool.shape:
             warm = self.pool.take(priority)
             if warm is not None:
-                self.warm_starts += 1
                 return warm
-        self.cold_starts += 1
         interactive = priority == "interactive"
         slot = self.boots.acquire(Rank.INTERACTIVE if interactive else Rank.BATCH)
         shares = cgroup.shares_of(interactive)
-        return LocalSandbox(self.settings, shape, shares=shares, quota_when_ready=self.weighted, slot=slot)
+        sandbox = LocalSandbox(self.settings, shape, shares=shares, quota_when_ready=self.weighted, slot=slot)
+        record_start("cold")
+        return sandbox
 
     def run(
         self, execution_id: str, request: ExecutionRequest, on_output: OnOutput | None = None,

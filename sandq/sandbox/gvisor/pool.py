@@ -42,6 +42,7 @@ from sandq.sandbox.gvisor.booting import BootSlots, Rank
 from sandq.sandbox.gvisor.bundle import Shape
 from sandq.sandbox.gvisor.sandbox import LocalSandbox
 from sandq.sandbox.gvisor.sizing import Demand, pick, refilling_reserve
+from sandq.sandbox.metrics import Start, record_start, record_warm_pool
 from sandq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class WarmPool:
 
     def take(self, priority: Priority) -> LocalSandbox | None:
         """A sandbox of this pool's shape, limited for its job (ready, or still booting), or None: start
-        one cold."""
+        one cold. Counts the start (``sandq_sandbox_starts_total``)."""
         interactive = priority == "interactive"
         with self._lock:
             self.demand.arrived(time.monotonic(), interactive)
@@ -108,11 +109,13 @@ class WarmPool:
                     return None
                 reserve = self.demand.reserve(time.monotonic())
                 index = pick(len(self._ready), len(self._booting), reserve, interactive)
-                sandbox = None if index is None else self._pop(index)
+                popped = None if index is None else self._pop(index)
             self._wake()
-            if sandbox is None:
+            if popped is None:
                 return None
+            sandbox, start = popped
             if self._arm(sandbox, interactive):
+                record_start(start)
                 return sandbox
             log.warning("warm sandbox %s could not be handed over; trying another", sandbox.name)
             self._discard(sandbox)
@@ -145,16 +148,17 @@ class WarmPool:
             self._booting.clear()
         for sandbox in left:
             self._discard(sandbox)
+        record_warm_pool(0, 0, 0)
         self._remover.shutdown(wait=True)
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _pop(self, index: int) -> LocalSandbox:
+    def _pop(self, index: int) -> tuple[LocalSandbox, Start]:
         if index < len(self._ready):
             ready = self._ready[index]
             del self._ready[index]
-            return ready.sandbox
-        return self._booting.pop(index - len(self._ready)).sandbox
+            return ready.sandbox, "ready"
+        return self._booting.pop(index - len(self._ready)).sandbox, "booting"
 
     def _arm(self, sandbox: LocalSandbox, interactive: bool) -> bool:
         """Give a taken sandbox its work's CPU weight; False if it cannot serve. (Its quota is set once
@@ -196,6 +200,8 @@ class WarmPool:
                 fds = [b.sandbox.proc.stderr.fileno() for b in self._booting if b.sandbox.proc.stderr]
                 weighing = self._weigh(now)
                 reserve_short = self.demand.reserve(now) - len(self._ready) - len(self._booting)
+                counts = (len(self._ready), len(self._booting), target)
+            record_warm_pool(*counts)
             self.slots.hold(reserve_short)
             for sandbox in surplus:
                 self._discard(sandbox)

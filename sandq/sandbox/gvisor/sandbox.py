@@ -19,6 +19,7 @@ from sandq.sandbox.backend import InfrastructureFault, OnOutput
 from sandq.sandbox.gvisor import cgroup
 from sandq.sandbox.gvisor.bundle import CPU_PERIOD_US, Shape, write_bundle
 from sandq.sandbox.gvisor.streams import Streams, read_streams
+from sandq.sandbox.metrics import record_boot
 from sandq.sandbox.protocol import READY
 from sandq.settings import Settings
 
@@ -52,13 +53,16 @@ class LocalSandbox:
         """Start the sandbox at the CPU weight ``shares``. ``quota_when_ready``: it boots without its
         shape's CPU quota, which is set on its cgroup once the runner is ready, before the job is
         written (cgroups v1 only: ``cgroup.supported``). ``slot`` releases its boot slot
-        (``booting``): called once, when its runner is ready or it is removed."""
+        (``booting``): called once, when its runner is ready or it is removed. The boot's seconds
+        are observed once its runner is ready (``sandq_sandbox_boot_seconds``)."""
         self.settings = settings
         self.shape = shape
         self.name = SANDBOX_PREFIX + uuid.uuid4().hex[:16]
         self.bundle = settings.bundle_dir / self.name
         self._slot = slot
         self._ready = False
+        self._started = time.monotonic()
+        self._boot_seconds: float | None = None
         self._quota_pending = quota_when_ready
         try:
             write_bundle(self.bundle, shape, settings, self.name, shares=shares, quota=not quota_when_ready)
@@ -82,8 +86,15 @@ class LocalSandbox:
         assert self.proc.stderr is not None
         if self.ready_to_read(timeout) and os.read(self.proc.stderr.fileno(), 1) == READY:
             self._ready = True
-            self._slot()
+            self._booted()
         return self._ready
+
+    def _booted(self) -> None:
+        """The runner is ready: give the boot slot back, and observe the boot (once)."""
+        self._slot()
+        if self._boot_seconds is None:
+            self._boot_seconds = time.monotonic() - self._started
+            record_boot(self._boot_seconds)
 
     def alive(self) -> bool:
         """True while the sandbox has not exited."""
@@ -109,7 +120,7 @@ class LocalSandbox:
         assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
 
         def hand_over() -> None:  # the runner is ready: limit the sandbox, then write its job
-            self._slot()
+            self._booted()
             self._set_quota()
             threading.Thread(target=_write_and_close, args=(self.proc.stdin, job), daemon=True).start()
 

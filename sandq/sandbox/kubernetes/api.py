@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from sandq.sandbox.backend import InfrastructureFault
+from sandq.sandbox.metrics import record_api_error
 from sandq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,18 @@ def retryable(error: BaseException) -> Fault | None:
     return None
 
 
+def error_code(error: BaseException) -> str | None:
+    """What a failed API call's ``error`` says, for the error metric: its HTTP status, ``timeout`` or
+    ``unreachable``; None if it is no API error."""
+    if isinstance(error, ApiException):
+        return str(error.status) if error.status else "unreachable"
+    if isinstance(error, TimeoutError | urllib3.exceptions.TimeoutError):
+        return "timeout"
+    if isinstance(error, urllib3.exceptions.HTTPError | ConnectionError):
+        return "unreachable"
+    return None
+
+
 class KubeApi:
     """The typed API objects of one worker, behind one rate limiter and one retry policy."""
 
@@ -133,7 +146,8 @@ class KubeApi:
         """Call ``fn`` rate-limited, retrying infrastructure faults with backoff.
 
         Raises ``InfrastructureFault`` when a fault outlives the retries; any
-        other ``ApiException`` (404, 409, ...) passes through at once.
+        other ``ApiException`` (404, 409, ...) passes through at once. Every failed call is
+        counted by its verb (the first word of ``what``) and ``error_code``.
         """
         kwargs.setdefault("_request_timeout", self.timeout)
         delay = self.settings.api_backoff_seconds
@@ -143,6 +157,9 @@ class KubeApi:
             try:
                 return fn(*args, **kwargs)
             except Exception as error:
+                code = error_code(error)
+                if code is not None:
+                    record_api_error(what.split(maxsplit=1)[0], code)
                 fault = retryable(error)
                 if fault is None:
                     raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from sandq.contract import ExecutionRequest, SandboxReport, Status
 from sandq.sandbox.backend import InfrastructureFault
@@ -26,6 +27,12 @@ def _count(env: Env, resource: str, verb: str) -> int:
     return sum(1 for c in env.calls if c.resource == resource and c.verb == verb)
 
 
+def _api_errors(verb: str, code: str) -> float:
+    """``sandq_kubernetes_api_errors_total`` of this process (the backends here run in it)."""
+    labels = {"verb": verb, "code": code}
+    return REGISTRY.get_sample_value("sandq_kubernetes_api_errors_total", labels) or 0.0
+
+
 @pytest.mark.timeout(60)
 def test_429_honours_retry_after(env: Env) -> None:
     env.running.api.faults.append(FaultRule("create", "jobs", status=429, retry_after="1"))
@@ -42,9 +49,11 @@ def test_429_honours_retry_after(env: Env) -> None:
 )
 def test_transient_errors_on_configmap_create_are_retried(env: Env, status: int, message: str) -> None:
     env.running.api.faults.append(FaultRule("create", "configmaps", status=status, message=message, times=2))
+    before = _api_errors("create", str(status))
     report = _run(env)
     assert report.status == Status.SUCCEEDED
     assert _count(env, "configmaps", "create") == 3
+    assert _api_errors("create", str(status)) == before + 2
 
 
 @pytest.mark.timeout(60)
@@ -60,17 +69,21 @@ def test_lost_answer_to_job_create_attaches_instead_of_launching_twice(env: Env)
 def test_connection_reset_on_log_read_is_retried(env: Env) -> None:
     env.running.api.faults.append(FaultRule("get", "pods/log", kind="abort"))
     env.running.api.faults.append(FaultRule("get", "pods/log", status=500))
+    before = _api_errors("read", "unreachable"), _api_errors("read", "500")
     report = _run(env)
     assert report.status == Status.SUCCEEDED and report.stdout == "hello\n"
     assert _count(env, "pods/log", "get") == 3
+    assert (_api_errors("read", "unreachable"), _api_errors("read", "500")) == (before[0] + 1, before[1] + 1)
 
 
 @pytest.mark.timeout(60)
 def test_api_unreachable_raises_infrastructure_fault_and_leaves_nothing(env: Env) -> None:
     env.running.api.faults.append(FaultRule("create", "jobs", kind="abort", times=100))
+    before = _api_errors("create", "unreachable")
     with pytest.raises(InfrastructureFault, match="unreachable"):
         _run(env, api_retries=2)
     assert _count(env, "jobs", "create") == 3
+    assert _api_errors("create", "unreachable") == before + 3
     assert env.cluster.pods_started == 0
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from sandq import Client, ExecutionRequest, Settings, Status
 from sandq.broker.routing import Priority
@@ -24,6 +25,7 @@ from sandq.sandbox.gvisor.booting import BootSlots, Rank
 from sandq.sandbox.gvisor.bundle import Shape
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import SANDBOX_PREFIX, LocalSandbox
+from sandq.sandbox.metrics import Start
 from tests.conftest import RedisServer, WorkerProcess, listed_sandboxes, make_settings
 
 DEFAULT_SHAPE = Shape.of(ExecutionRequest(code="pass"))
@@ -68,6 +70,16 @@ def backend(tmp_path: Path) -> Iterator[GVisorBackend]:
     assert [p for p in settings.bundle_dir.iterdir() if p.name.startswith(SANDBOX_PREFIX)] == []
 
 
+def starts(kind: Start) -> float:
+    """``sandq_sandbox_starts_total{start=kind}`` of this process (the backends here run in it)."""
+    return REGISTRY.get_sample_value("sandq_sandbox_starts_total", {"start": kind}) or 0.0
+
+
+def warm_and_cold() -> tuple[float, float]:
+    """Sandboxes started so far: warm (ready or booting when taken), cold."""
+    return starts("ready") + starts("booting"), starts("cold")
+
+
 def the_pool(backend: GVisorBackend) -> WarmPool:
     assert backend.pool is not None
     return backend.pool
@@ -78,9 +90,9 @@ def run_warm(
 ) -> SandboxReport:
     pool = the_pool(backend)
     wait_for(lambda: pool.ready_count() >= 1)
-    before = backend.warm_starts
+    before = warm_and_cold()
     report = backend.run("exec", ExecutionRequest(code=code, **fields), priority=priority)  # type: ignore[arg-type]
-    assert backend.warm_starts == before + 1, "the execution did not use a warm sandbox"
+    assert warm_and_cold() == (before[0] + 1, before[1]), "the execution did not use a warm sandbox"
     return report
 
 
@@ -139,17 +151,17 @@ def test_a_warm_sandbox_boots_at_the_lowest_weight_and_runs_its_job_under_its_cp
     wait_for(lambda: pool.ready_count() >= 1)
     idle = [name for name in running_sandboxes(backend.settings) if cgroup.joined(name)]
     assert idle and all(cpu(name) == (cgroup.BOOT_SHARES, -1) for name in idle)  # booted: no quota yet
-    before = backend.warm_starts
+    before = warm_and_cold()
     limits = limits_seen_by_the_code(backend, ExecutionRequest(code=RUNNING), priority)
-    assert backend.warm_starts == before + 1
+    assert warm_and_cold() == (before[0] + 1, before[1])
     assert limits == (shares, 50_000)  # the default shape's 500m, set before the job was written
 
 
 def test_another_shape_starts_cold_with_its_own_limits(backend: GVisorBackend) -> None:
     code = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))"
-    before = backend.cold_starts
+    before = warm_and_cold()
     report = backend.run("exec", ExecutionRequest(code=code, mem_limit="96Mi", mem_requested="64Mi"))
-    assert backend.cold_starts == before + 1
+    assert warm_and_cold() == (before[0], before[1] + 1)
     assert report.status is Status.OOM_KILLED
 
 
@@ -164,9 +176,9 @@ def test_a_cold_sandbox_boots_at_its_works_weight_and_runs_under_its_own_quota(
         assert config["linux"]["resources"]["cpu"] == {"shares": shares}  # its boot has no quota
     finally:
         booting.remove()
-    before = backend.cold_starts
+    before = warm_and_cold()
     limits = limits_seen_by_the_code(backend, request, priority)
-    assert backend.cold_starts == before + 1
+    assert warm_and_cold() == (before[0], before[1] + 1)
     assert limits == (shares, 25_000)
 
 
@@ -181,11 +193,11 @@ def test_a_sandbox_whose_quota_cannot_be_set_never_gets_its_job(
     if warm:
         wait_for(lambda: the_pool(backend).ready_count() >= 1)
     printed: list[bytes] = []
-    before = (backend.warm_starts, backend.cold_starts)
+    before = warm_and_cold()
     request = ExecutionRequest(code="print('ran', flush=True)", cpu_limit="500m" if warm else "250m")
     with pytest.raises(InfrastructureFault, match="could not set the CPU quota"):
         backend.run("exec", request, lambda stream, data: printed.append(data))
-    assert (backend.warm_starts, backend.cold_starts) == (before[0] + warm, before[1] + (not warm))
+    assert warm_and_cold() == (before[0] + warm, before[1] + (not warm))
     assert printed == []
     assert not backend._running
 
@@ -208,10 +220,11 @@ def test_no_more_sandboxes_boot_at_once_than_the_limit_and_every_request_runs(tm
     backend.start()
     try:
         request = ExecutionRequest(code="print('ran')")
+        cold = starts("cold")
         with ThreadPoolExecutor(3) as pool:
             reports = list(pool.map(lambda i: backend.run(f"exec-{i}", request), range(3)))
         assert [r.stdout for r in reports] == ["ran\n"] * 3
-        assert backend.cold_starts == 3
+        assert starts("cold") == cold + 3
         assert slots.peak == 1
         assert slots.booting() == 0  # every slot went back once its sandbox was ready
     finally:
@@ -231,14 +244,33 @@ def test_the_pool_refills_as_soon_as_a_sandbox_is_taken(backend: GVisorBackend) 
         taken.remove()
 
 
+def pool_gauge(state: str) -> float | None:
+    return REGISTRY.get_sample_value("sandq_warm_pool_sandboxes", {"state": state})
+
+
+def test_the_pool_gauges_follow_the_pool_and_every_boot_is_observed(tmp_path: Path) -> None:
+    settings = make_settings("redis://unused", tmp_path, warm_pool_min=2, warm_pool_max=4)
+    boots = REGISTRY.get_sample_value("sandq_sandbox_boot_seconds_count") or 0.0
+    backend = GVisorBackend(settings)
+    backend.start()
+    pool = the_pool(backend)
+    try:
+        wait_for(lambda: pool.ready_count() == pool.target() == 2)
+        wait_for(lambda: (pool_gauge("ready"), pool_gauge("booting"), pool_gauge("target")) == (2, 0, 2))
+        assert REGISTRY.get_sample_value("sandq_sandbox_boot_seconds_count") == boots + 2
+    finally:
+        backend.close()
+    assert (pool_gauge("ready"), pool_gauge("booting"), pool_gauge("target")) == (0, 0, 0)
+
+
 def test_an_empty_pool_hands_over_the_sandbox_it_is_booting(backend: GVisorBackend) -> None:
     pool = the_pool(backend)
     wait_for(lambda: pool.ready_count() == pool.target())
     taken = [pool.take("interactive") for _ in range(pool.ready_count())]
     wait_for(lambda: pool.booting_count() > 0 and pool.ready_count() == 0, timeout=10)
-    before = (backend.warm_starts, backend.cold_starts)
+    before = starts("booting"), starts("ready"), starts("cold")
     report = backend.run("exec", ExecutionRequest(code="print('booted for me')"))
-    assert (backend.warm_starts, backend.cold_starts) == (before[0] + 1, before[1])
+    assert (starts("booting"), starts("ready"), starts("cold")) == (before[0] + 1, before[1], before[2])
     assert report.status is Status.SUCCEEDED
     assert report.stdout == "booted for me\n"
     for sandbox in taken:

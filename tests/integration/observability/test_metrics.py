@@ -1,4 +1,4 @@
-"""/metrics of a real worker moves with its executions; queue depth and API errors are counted."""
+"""/metrics of a real worker moves with its executions (and how their sandboxes started); queue depth."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from prometheus_client import REGISTRY
-
 from sandq import Client, ExecutionRequest, Settings, Status
-from sandq.worker.metrics import QueueCollector, record_api_error
+from sandq.worker.metrics import QueueCollector
 from tests.conftest import RedisServer, free_port, make_settings
 from tests.integration.observability.conftest import Observed, Samples, sample
 
@@ -36,6 +34,9 @@ def test_executions_by_status_and_histograms_move(observed: Observed) -> None:
     assert delta("sandq_queue_wait_seconds_count", **BACKEND) == 2
     assert delta("sandq_run_seconds_sum", **BACKEND) > 0
     assert delta("sandq_run_seconds_bucket", le="+Inf", **BACKEND) == 2
+    assert delta("sandq_sandbox_starts_total", start="cold") == 2  # this worker keeps no warm pool
+    assert delta("sandq_sandbox_boot_seconds_count") == 2
+    assert delta("sandq_sandbox_boot_seconds_sum") > 0
     assert sample(after, "sandq_redis_up") == 1
     assert (
         "sandq_queue_depth",
@@ -88,15 +89,3 @@ def test_queue_depth_counts_every_priority_and_tenant(redis_server: RedisServer,
 def test_queue_metrics_report_redis_down(tmp_path: Path) -> None:
     settings = make_settings(f"redis://127.0.0.1:{free_port()}/0", tmp_path)
     assert collected(settings) == {("sandq_redis_up", frozenset()): 0.0}
-
-
-def test_record_api_error_counts_by_verb_and_code() -> None:
-    labels = {"verb": "create", "code": "409"}
-    before = REGISTRY.get_sample_value("sandq_kubernetes_api_errors_total", labels) or 0.0
-    record_api_error("create", 409)
-    record_api_error("create", 409)
-    record_api_error("delete", "timeout")
-    assert REGISTRY.get_sample_value("sandq_kubernetes_api_errors_total", labels) == before + 2
-    assert REGISTRY.get_sample_value(
-        "sandq_kubernetes_api_errors_total", {"verb": "delete", "code": "timeout"}
-    )
