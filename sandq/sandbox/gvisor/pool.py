@@ -62,7 +62,6 @@ ARM_TIMEOUT_SECONDS = 10.0
 @dataclass
 class _Boot:
     sandbox: LocalSandbox
-    started: float
     shares: int = cgroup.BOOT_SHARES
     """Its CPU weight (the bundle's, until reweighed)."""
 
@@ -265,7 +264,7 @@ class WarmPool:
                 self._back_off()
                 return started
             with self._lock:
-                self._booting.append(_Boot(sandbox, time.monotonic()))
+                self._booting.append(_Boot(sandbox))
             started = True
         return started
 
@@ -278,12 +277,12 @@ class WarmPool:
                 stderr = boot.sandbox.proc.stderr
                 # (the descriptor of a sandbox taken meanwhile may have been reused: look again)
                 done = stderr is not None and stderr.fileno() in readable and boot.sandbox.ready_to_read(0)
-                if not (done or now - boot.started > READY_TIMEOUT_SECONDS):
+                if not (done or now - boot.sandbox.started > READY_TIMEOUT_SECONDS):
                     continue
                 self._booting.remove(boot)
-                if done and boot.sandbox.wait_ready(0):
+                if done and boot.sandbox.wait_ready(0) and boot.sandbox.boot_seconds is not None:
                     self._ready.append(_Ready(boot.sandbox, now))
-                    self.demand.booted(now - boot.started)
+                    self.demand.booted(boot.sandbox.boot_seconds)
                 else:
                     failed.append(boot.sandbox)
         for sandbox in failed:

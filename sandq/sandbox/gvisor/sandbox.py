@@ -61,8 +61,10 @@ class LocalSandbox:
         self.bundle = settings.bundle_dir / self.name
         self._slot = slot
         self._ready = False
-        self._started = time.monotonic()
-        self._boot_seconds: float | None = None
+        self.started = time.monotonic()
+        """When it was started (monotonic seconds)."""
+        self.boot_seconds: float | None = None
+        """How long it took for its runner to be ready; None until then."""
         self._quota_pending = quota_when_ready
         try:
             write_bundle(self.bundle, shape, settings, self.name, shares=shares, quota=not quota_when_ready)
@@ -92,9 +94,9 @@ class LocalSandbox:
     def _booted(self) -> None:
         """The runner is ready: give the boot slot back, and observe the boot (once)."""
         self._slot()
-        if self._boot_seconds is None:
-            self._boot_seconds = time.monotonic() - self._started
-            record_boot(self._boot_seconds)
+        if self.boot_seconds is None:
+            self.boot_seconds = time.monotonic() - self.started
+            record_boot(self.boot_seconds)
 
     def alive(self) -> bool:
         """True while the sandbox has not exited."""
