@@ -23,7 +23,13 @@ def test_executions_by_status_and_histograms_move(observed: Observed) -> None:
     with ThreadPoolExecutor(2) as pool:  # two pool processes: the main process sums both
         results = list(pool.map(lambda code: observed.client.run(ExecutionRequest(code=code), WAIT), codes))
     assert [r.status for r in results] == [Status.SUCCEEDED, Status.FAILED]
-    after = observed.scrape()
+
+    def counted(samples: Samples) -> float:  # the worker counts a result just after storing it
+        return sum(sample(samples, "sandq_executions_total", status=status, tenant="default", **BACKEND)
+                   - sample(before, "sandq_executions_total", status=status, tenant="default", **BACKEND)
+                   for status in ("succeeded", "failed"))
+
+    after = wait_for(observed.scrape, lambda samples: counted(samples) >= 2)
 
     def delta(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)
