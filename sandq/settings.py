@@ -152,7 +152,8 @@ class Settings(BaseSettings):
     )
     max_booting_ahead: int = Field(
         default=0, ge=0, le=128, description="A warm sandbox boots ahead of demand only while fewer local "
-        "sandboxes than this boot (0: one per core); requests waiting for one may use all of max_booting. "
+        "sandboxes than this boot (0: one per core, and one more for 10 s after a request found no sandbox "
+        "ready); requests waiting for one may use all of max_booting. "
         "Boots slow running code down, so the pool refills a few at a time while it still has sandboxes.",
     )
     warm_pool_idle_seconds: float = Field(

@@ -11,7 +11,7 @@ from sandq.contract import ExecutionRequest, SandboxReport, Status, now
 from sandq.periodic import Periodic
 from sandq.sandbox.backend import Backend, InfrastructureFault, OnOutput
 from sandq.sandbox.gvisor import cgroup
-from sandq.sandbox.gvisor.booting import BootSlots, Rank, default_ahead, default_limit
+from sandq.sandbox.gvisor.booting import BootSlots, Rank, cores, default_limit
 from sandq.sandbox.gvisor.bundle import Shape, sandbox_env
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import Capture, LocalSandbox, sweep_orphans
@@ -38,7 +38,7 @@ class GVisorBackend(Backend):
         self._lock = threading.Lock()
         settings.runsc_root.mkdir(parents=True, exist_ok=True)
         settings.bundle_dir.mkdir(parents=True, exist_ok=True)
-        ahead = settings.max_booting_ahead or default_ahead()
+        ahead = settings.max_booting_ahead or cores()  # the pool paces it to demand when not set
         self.boots = BootSlots(settings.max_booting or default_limit(), ahead)
         self.weighted = cgroup.supported()
         """A sandbox boots without its CPU quota, which is set once it is ready (cgroups v1)."""

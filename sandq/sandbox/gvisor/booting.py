@@ -12,9 +12,10 @@ with 3-4, 15 ms alone; executions per second at saturation: 5.4 with 3 at once, 
 interactive before batch, each in arrival order. The warm pool only takes a slot nobody
 waits for, except to refill the interactive reserve: it holds slots back from batch work for
 that (``hold``), all but one. It boots ahead of demand only while fewer than ``ahead`` boot
-(``max_booting_ahead``, by default one per core): while it still has sandboxes, it refills a
-few at a time (at 50% load, with 298 of 300 requests finding one ready, the p99 was 118 ms with
-2 boots ahead at once, 222-468 ms with 6).
+(``pace``): while it still has sandboxes, it refills a few at a time (at 50% load, with 298 of
+300 requests finding one ready, the p99 was 118 ms with 2 boots ahead at once, 222-468 ms with
+6). The pool paces ``ahead``: one per core, one more while its refills fall behind
+(``sizing.Demand.ahead``), unless ``max_booting_ahead`` fixes it.
 """
 
 from __future__ import annotations
@@ -38,15 +39,11 @@ class Rank(IntEnum):
 
 def default_limit() -> int:
     """Three boots per core this process may run on."""
-    return 3 * _cores()
+    return 3 * cores()
 
 
-def default_ahead() -> int:
-    """One boot ahead of demand per core this process may run on."""
-    return _cores()
-
-
-def _cores() -> int:
+def cores() -> int:
+    """How many cores this process may run on."""
     return len(os.sched_getaffinity(0)) or 1
 
 
@@ -102,6 +99,13 @@ class BootSlots:
         held = 0 if rank is Rank.INTERACTIVE else self._held
         limit = min(self.limit, self.ahead) if rank is Rank.AHEAD else self.limit
         return self._taken < limit - held
+
+    def pace(self, ahead: int) -> None:
+        """Boot ahead of demand only while fewer than ``ahead`` boot."""
+        with self._changed:
+            if ahead != self.ahead:
+                self.ahead = ahead
+                self._changed.notify_all()
 
     def booting(self) -> int:
         """How many slots are taken."""

@@ -16,8 +16,9 @@ execution of the worker (the threads pool: one process per worker host).
 - **Interactive reserve**: while interactive work is around, batch work leaves it the first
   ``warm_pool_reserve`` sandboxes, and the boots that refill them run at interactive weight.
 - **Boots at once**: every boot holds one of the worker's ``booting.BootSlots`` until its runner
-  is ready. The pool boots ahead of demand only on a slot nobody waits for, a few at a time
-  (``max_booting_ahead``); a boot that refills the interactive reserve goes ahead of batch
+  is ready. The pool boots ahead of demand only on a slot nobody waits for, a few at a time:
+  one per core, one more for a while after a request found none ready (``Demand.ahead``), or
+  ``max_booting_ahead``; a boot that refills the interactive reserve goes ahead of batch
   requests waiting for one.
 - A request that finds nothing it may take takes a sandbox still booting (its job waits in
   stdin) rather than starting another; with none booting either, it starts one cold, on a slot.
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 
 from sandq.broker.routing import Priority
 from sandq.sandbox.gvisor import cgroup
-from sandq.sandbox.gvisor.booting import BootSlots, Rank
+from sandq.sandbox.gvisor.booting import BootSlots, Rank, cores
 from sandq.sandbox.gvisor.bundle import Shape
 from sandq.sandbox.gvisor.sandbox import LocalSandbox
 from sandq.sandbox.gvisor.sizing import Demand, pick, refilling_reserve
@@ -84,6 +85,8 @@ class WarmPool:
         """Boots are weighted, and a taken sandbox's quota set, through its cgroup (cgroups v1);
         otherwise every sandbox starts with its quota, as a cold one does."""
         self.demand = Demand(settings)
+        self.paced = not settings.max_booting_ahead
+        """The boots ahead of demand follow the arrivals (else ``max_booting_ahead`` fixes them)."""
         self._ready: deque[_Ready] = deque()
         self._booting: list[_Boot] = []
         self._lock = threading.Lock()
@@ -109,6 +112,8 @@ class WarmPool:
                 reserve = self.demand.reserve(time.monotonic())
                 index = pick(len(self._ready), len(self._booting), reserve, interactive)
                 popped = None if index is None else self._pop(index)
+                if popped is None or popped[1] != "ready":
+                    self.demand.short(time.monotonic())
             self._wake()
             if popped is None:
                 return None
@@ -200,7 +205,10 @@ class WarmPool:
                 weighing = self._weigh(now)
                 reserve_short = self.demand.reserve(now) - len(self._ready) - len(self._booting)
                 counts = (len(self._ready), len(self._booting), target)
+                ahead = self.demand.ahead(now, cores())
             record_warm_pool(*counts)
+            if self.paced:
+                self.slots.pace(ahead)
             self.slots.hold(reserve_short)
             for sandbox in surplus:
                 self._discard(sandbox)

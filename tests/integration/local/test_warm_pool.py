@@ -21,7 +21,7 @@ from sandq.contract import SandboxReport
 from sandq.sandbox.backend import InfrastructureFault
 from sandq.sandbox.gvisor import cgroup
 from sandq.sandbox.gvisor.backend import GVisorBackend
-from sandq.sandbox.gvisor.booting import BootSlots, Rank
+from sandq.sandbox.gvisor.booting import BootSlots, Rank, cores
 from sandq.sandbox.gvisor.bundle import Shape
 from sandq.sandbox.gvisor.pool import WarmPool
 from sandq.sandbox.gvisor.sandbox import SANDBOX_PREFIX, LocalSandbox
@@ -263,19 +263,45 @@ def test_the_pool_gauges_follow_the_pool_and_every_boot_is_observed(tmp_path: Pa
     assert (pool_gauge("ready"), pool_gauge("booting"), pool_gauge("target")) == (0, 0, 0)
 
 
-def test_an_empty_pool_hands_over_the_sandbox_it_is_booting(backend: GVisorBackend) -> None:
+def test_an_empty_pool_hands_over_the_sandbox_it_is_booting_and_boots_one_more_ahead(
+    backend: GVisorBackend,
+) -> None:
     pool = the_pool(backend)
     wait_for(lambda: pool.ready_count() == pool.target())
     taken = [pool.take("interactive") for _ in range(pool.ready_count())]
-    wait_for(lambda: pool.booting_count() > 0 and pool.ready_count() == 0, timeout=10)
-    before = starts("booting"), starts("ready"), starts("cold")
-    report = backend.run("exec", ExecutionRequest(code="print('booted for me')"))
-    assert (starts("booting"), starts("ready"), starts("cold")) == (before[0] + 1, before[1], before[2])
-    assert report.status is Status.SUCCEEDED
-    assert report.stdout == "booted for me\n"
-    for sandbox in taken:
-        assert sandbox is not None
-        sandbox.remove()
+    try:
+        wait_for(lambda: pool.booting_count() > 0 and pool.ready_count() == 0, timeout=10)
+        assert backend.boots.ahead == cores()  # every request so far found a sandbox ready
+        before = starts("booting"), starts("ready"), starts("cold")
+        report = backend.run("exec", ExecutionRequest(code="print('booted for me')"))
+        assert (starts("booting"), starts("ready"), starts("cold")) == (before[0] + 1, before[1], before[2])
+        assert report.status is Status.SUCCEEDED
+        assert report.stdout == "booted for me\n"
+        wait_for(lambda: backend.boots.ahead == cores() + 1)  # the refills fell behind: one more ahead
+    finally:
+        for sandbox in taken:
+            assert sandbox is not None
+            sandbox.remove()
+
+
+def test_a_set_max_booting_ahead_is_kept_when_the_pool_falls_behind(tmp_path: Path) -> None:
+    settings = make_settings(
+        "redis://unused", tmp_path, warm_pool_min=1, warm_pool_max=1, max_booting_ahead=1
+    )
+    slots = BootSlots(4, ahead=1)
+    pool = WarmPool(settings, DEFAULT_SHAPE, slots)
+    try:
+        wait_for(lambda: pool.ready_count() == 1)
+        taken = [pool.take("interactive"), pool.take("interactive")]  # the second finds none ready
+        try:
+            wait_for(lambda: pool.ready_count() == 1)  # the refill loop has gone round since
+            assert slots.ahead == 1
+        finally:
+            for sandbox in taken:
+                if sandbox is not None:
+                    sandbox.remove()
+    finally:
+        pool.close()
 
 
 def test_batch_work_leaves_the_reserved_sandbox_to_interactive_work(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sandq.sandbox.gvisor.booting import BootSlots, Rank, default_ahead, default_limit
+from sandq.sandbox.gvisor.booting import BootSlots, Rank, cores, default_limit
 
 
 def waiter(
@@ -103,6 +103,20 @@ def test_a_boot_ahead_of_demand_starts_only_while_fewer_than_its_own_limit_boot(
     assert slots.try_acquire(Rank.AHEAD) is not None
 
 
+def test_pacing_changes_how_many_boot_ahead_of_demand() -> None:
+    slots = BootSlots(4, ahead=1)
+    first = slots.try_acquire(Rank.AHEAD)
+    assert first is not None
+    assert slots.try_acquire(Rank.AHEAD) is None
+    slots.pace(2)
+    assert slots.try_acquire(Rank.AHEAD) is not None
+    assert slots.try_acquire(Rank.AHEAD) is None
+    slots.pace(1)
+    first()
+    assert slots.try_acquire(Rank.AHEAD) is None  # one still boots ahead of demand
+    assert slots.try_acquire(Rank.BATCH) is not None  # requests are not paced
+
+
 def test_slots_held_for_the_interactive_reserve_are_not_given_to_batch_work() -> None:
     slots = BootSlots(3)
     slots.hold(5)  # all but one at most
@@ -134,6 +148,6 @@ def test_a_release_counts_once_and_tells_whoever_waits_for_a_free_slot() -> None
     assert slots.booting() == 0
 
 
-def test_the_default_is_three_boots_per_core_and_one_ahead_of_demand_per_core() -> None:
-    assert default_limit() == 3 * len(os.sched_getaffinity(0))
-    assert default_ahead() == len(os.sched_getaffinity(0))
+def test_the_default_is_three_boots_per_core() -> None:
+    assert cores() == len(os.sched_getaffinity(0))
+    assert default_limit() == 3 * cores()

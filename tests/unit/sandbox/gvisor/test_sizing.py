@@ -11,6 +11,7 @@ from sandq.sandbox.gvisor.sizing import (
     BOOTS_KEPT,
     FIRST_BOOT_SECONDS,
     RISE_SECONDS,
+    SHORT_SECONDS,
     Demand,
     pick,
     poisson_quantile,
@@ -120,3 +121,16 @@ def test_the_reserve_holds_while_interactive_work_is_around(tmp_path: Path) -> N
     assert d.reserve(105.0) == 2
     assert d.target(105.0) >= base + 2
     assert d.reserve(111.5) == 0  # nothing interactive for 10 s: the reserve goes back to batch work
+
+
+def test_one_more_sandbox_boots_ahead_of_demand_for_a_while_after_a_request_found_none_ready(
+    tmp_path: Path,
+) -> None:
+    d = demand(tmp_path)
+    assert d.ahead(100.0, floor=2) == 2
+    d.short(100.0)  # the refills fell behind the arrivals
+    assert d.ahead(100.0, floor=2) == 3
+    assert d.ahead(100.0 + SHORT_SECONDS - 0.1, floor=2) == 3
+    assert d.ahead(100.0 + SHORT_SECONDS, floor=2) == 2  # caught up since: back to the floor
+    d.short(120.0)
+    assert d.ahead(121.0, floor=1) == 2
