@@ -85,8 +85,9 @@ class WarmPool:
         """Boots are weighted, and a taken sandbox's quota set, through its cgroup (cgroups v1);
         otherwise every sandbox starts with its quota, as a cold one does."""
         self.demand = Demand(settings)
-        self.paced = not settings.max_booting_ahead
-        """The boots ahead of demand follow the arrivals (else ``max_booting_ahead`` fixes them)."""
+        self.ahead_floor = 0 if settings.max_booting_ahead else cores()
+        """Boots ahead of demand at once: this many, one more while the refills fall behind (0:
+        ``max_booting_ahead`` fixes them)."""
         self._ready: deque[_Ready] = deque()
         self._booting: list[_Boot] = []
         self._lock = threading.Lock()
@@ -205,9 +206,9 @@ class WarmPool:
                 weighing = self._weigh(now)
                 reserve_short = self.demand.reserve(now) - len(self._ready) - len(self._booting)
                 counts = (len(self._ready), len(self._booting), target)
-                ahead = self.demand.ahead(now, cores())
+                ahead = self.demand.ahead(now, self.ahead_floor) if self.ahead_floor else 0
             record_warm_pool(*counts)
-            if self.paced:
+            if ahead:
                 self.slots.pace(ahead)
             self.slots.hold(reserve_short)
             for sandbox in surplus:
