@@ -110,11 +110,11 @@ class WarmPool:
             with self._lock:
                 if self._closed:
                     return None
-                reserve = self.demand.reserve(time.monotonic())
-                index = pick(len(self._ready), len(self._booting), reserve, interactive)
+                now = time.monotonic()
+                index = pick(len(self._ready), len(self._booting), self.demand.reserve(now), interactive)
                 popped = None if index is None else self._pop(index)
                 if popped is None or popped[1] != "ready":
-                    self.demand.short(time.monotonic())
+                    self.demand.missed(now)
             self._wake()
             if popped is None:
                 return None

@@ -13,7 +13,7 @@ requests waited for a boot against 0.3-0.9%, and the p99 was 172-347 ms against 
 The extra sandboxes cost memory, not CPU: boots ahead of demand stay few at once (``booting``).
 While interactive work is around, ``warm_pool_reserve`` more are kept, and batch work leaves
 them to it.
-The boots ahead of demand are one per core, and one more for ``SHORT_SECONDS`` after a request
+The boots ahead of demand are one per core, and one more for ``MISS_SECONDS`` after a request
 found none ready: at 70% load two at once refill no faster than the arrivals (``ahead``).
 """
 
@@ -26,7 +26,7 @@ from sandq.settings import Settings
 
 RISE_SECONDS = 3.0
 """The short window of the arrival rate."""
-SHORT_SECONDS = 10.0
+MISS_SECONDS = 10.0
 """How long one more sandbox boots ahead of demand after a request found none ready."""
 QUANTILE = 0.99
 """Share of requests that should find a sandbox ready, when the pool is not at its ceiling."""
@@ -78,7 +78,7 @@ class Demand:
         self._boots: deque[float] = deque(maxlen=BOOTS_KEPT)
         self._arrivals: deque[float] = deque()
         self._last_interactive = -math.inf
-        self._last_short = -math.inf
+        self._last_miss = -math.inf
 
     def arrived(self, at: float, interactive: bool) -> None:
         """A request of the pool's shape came at ``at`` (monotonic seconds)."""
@@ -86,14 +86,14 @@ class Demand:
         if interactive:
             self._last_interactive = at
 
-    def short(self, at: float) -> None:
+    def missed(self, at: float) -> None:
         """A request found no sandbox ready at ``at``: it waited for one booting, or started one cold."""
-        self._last_short = at
+        self._last_miss = at
 
     def ahead(self, now: float, floor: int) -> int:
         """How many sandboxes may boot at once ahead of demand: ``floor``, and one more for
-        ``SHORT_SECONDS`` after a request found none ready (the refills fell behind the arrivals)."""
-        return floor + 1 if now - self._last_short < SHORT_SECONDS else floor
+        ``MISS_SECONDS`` after a request found none ready (the refills fell behind the arrivals)."""
+        return floor + 1 if now - self._last_miss < MISS_SECONDS else floor
 
     def booted(self, seconds: float) -> None:
         """A boot, not taken before it was ready, lasted ``seconds``."""

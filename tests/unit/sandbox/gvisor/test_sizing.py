@@ -10,8 +10,8 @@ import pytest
 from sandq.sandbox.gvisor.sizing import (
     BOOTS_KEPT,
     FIRST_BOOT_SECONDS,
+    MISS_SECONDS,
     RISE_SECONDS,
-    SHORT_SECONDS,
     Demand,
     pick,
     poisson_quantile,
@@ -128,9 +128,9 @@ def test_one_more_sandbox_boots_ahead_of_demand_for_a_while_after_a_request_foun
 ) -> None:
     d = demand(tmp_path)
     assert d.ahead(100.0, floor=2) == 2
-    d.short(100.0)  # the refills fell behind the arrivals
+    d.missed(100.0)  # the refills fell behind the arrivals
     assert d.ahead(100.0, floor=2) == 3
-    assert d.ahead(100.0 + SHORT_SECONDS - 0.1, floor=2) == 3
-    assert d.ahead(100.0 + SHORT_SECONDS, floor=2) == 2  # caught up since: back to the floor
-    d.short(120.0)
+    assert d.ahead(100.0 + MISS_SECONDS - 0.1, floor=2) == 3
+    assert d.ahead(100.0 + MISS_SECONDS, floor=2) == 2  # caught up since: back to the floor
+    d.missed(120.0)
     assert d.ahead(121.0, floor=1) == 2
