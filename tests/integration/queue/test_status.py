@@ -73,11 +73,15 @@ def test_status_shows_parked_executions_and_cancel_ends_them(
     wait_running(settings, long.id)
     parked = [client.submit({"code": "pass", "tenant": "acme"}) for _ in range(3)]
     deadline = time.monotonic() + WAIT
-    while (state := snapshot(client, worker_timeout=None)).parked < 3:
+    while True:  # a snapshot reads the tenants' rows before the totals, a key at a time: wait on the row
+        state = snapshot(client, worker_timeout=None)
+        row = {r.tenant: r for r in state.tenants}["acme"]
+        if row.parked >= 3:
+            break
         assert time.monotonic() < deadline, state
         time.sleep(0.05)
-    row = {r.tenant: r for r in state.tenants}["acme"]
     assert (row.messages, row.queued, row.parked, row.in_flight) == (0, 3, 3, 1)
+    assert state.parked == 3
 
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
