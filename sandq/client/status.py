@@ -54,10 +54,11 @@ def snapshot(client: Connected, worker_timeout: float | None = 1.0) -> QueueStat
     An admitted execution is ``queued`` until it starts: as a message in its queue, or parked
     (refused a slot by an in-flight cap, waiting in its tenant's line for a hand-off).
 
-    ``worker_timeout=None`` asks no worker (``workers`` stays empty): Redis reads only.
+    ``worker_timeout=None`` asks no worker (``workers`` stays empty): Redis reads only. The
+    admission, parked and in-flight counts are read in one transaction, so the tenants' rows and
+    the totals agree; the queues' messages are read apart, through Celery.
     """
     keys = Keys(client.settings.queue)
-    now = time.time()
     redis = client.redis
     members = redis.smembers(keys.tenants)
     tenants = sorted({t.decode() if isinstance(t, bytes) else t for t in members} | {DEFAULT_TENANT})
@@ -69,26 +70,44 @@ def snapshot(client: Connected, worker_timeout: float | None = 1.0) -> QueueStat
             for q in tenant_queues(client.settings, tenants)
         }
         reserved = int(channel.client.hlen(channel.unacked_key))
-    for tenant in tenants:
+    *per_tenant, (queued, parked, in_flight) = _counts(redis, keys, tenants, time.time())
+    for tenant, (tenant_queued, tenant_parked, tenant_in_flight) in zip(tenants, per_tenant, strict=True):
         queue = queue_for(client.settings, tenant)
         rows.append(
             TenantStatus(
-                tenant=tenant,
-                queue=queue,
-                messages=depth.get(queue, 0),
-                queued=int(redis.zcount(keys.queued_for(tenant), now, "+inf")),
-                parked=sum(int(redis.llen(keys.parked_for(tenant, lane))) for lane in LANES),
-                in_flight=int(redis.zcount(keys.in_flight_for(tenant), now, "+inf")),
+                tenant=tenant, queue=queue, messages=depth.get(queue, 0),
+                queued=tenant_queued, parked=tenant_parked, in_flight=tenant_in_flight,
             )
         )
     active = {}
     if worker_timeout is not None:
         active = client.app.control.inspect(timeout=worker_timeout).active() or {}
     return QueueStatus(
-        queued=int(redis.zcount(keys.queued, now, "+inf")),
-        parked=int(redis.scard(keys.parked)),
-        in_flight=int(redis.zcount(keys.in_flight, now, "+inf")),
+        queued=queued,
+        parked=parked,
+        in_flight=in_flight,
         reserved_by_workers=reserved,
         tenants=rows,
         workers={name: len(tasks) for name, tasks in active.items()},
     )
+
+
+def _counts(redis: redis.Redis, keys: Keys, tenants: list[str], now: float) -> list[tuple[int, int, int]]:
+    """Queued, parked and in flight for each tenant, then for the whole deployment: one transaction."""
+    pipe = redis.pipeline(transaction=True)
+    for tenant in tenants:
+        pipe.zcount(keys.queued_for(tenant), now, "+inf")
+        for lane in LANES:
+            pipe.llen(keys.parked_for(tenant, lane))
+        pipe.zcount(keys.in_flight_for(tenant), now, "+inf")
+    pipe.zcount(keys.queued, now, "+inf")
+    pipe.scard(keys.parked)
+    pipe.zcount(keys.in_flight, now, "+inf")
+    values = [int(v) for v in pipe.execute()]
+    per_tenant = 2 + len(LANES)
+    out = []
+    for at in range(len(tenants)):
+        row = values[at * per_tenant:(at + 1) * per_tenant]
+        out.append((row[0], sum(row[1:-1]), row[-1]))
+    out.append((values[-3], values[-2], values[-1]))
+    return out

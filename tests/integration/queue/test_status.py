@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 from typer.testing import CliRunner
 
+from sandq.broker.keys import INTERACTIVE, Keys
 from sandq.cli import app
 from sandq.client.client import Client
 from sandq.client.status import snapshot
@@ -73,7 +75,7 @@ def test_status_shows_parked_executions_and_cancel_ends_them(
     wait_running(settings, long.id)
     parked = [client.submit({"code": "pass", "tenant": "acme"}) for _ in range(3)]
     deadline = time.monotonic() + WAIT
-    while True:  # a snapshot reads the tenants' rows before the totals, a key at a time: wait on the row
+    while True:
         state = snapshot(client, worker_timeout=None)
         row = {r.tenant: r for r in state.tenants}["acme"]
         if row.parked >= 3:
@@ -92,3 +94,39 @@ def test_status_shows_parked_executions_and_cancel_ends_them(
     assert snapshot(client, worker_timeout=None).parked == 0
     long.cancel()
     assert long.result(timeout=WAIT).status is Status.CANCELLED
+
+
+def test_a_snapshot_reads_the_rows_and_the_totals_at_one_instant(idle_client: Client) -> None:
+    """Executions move from parked to in flight and out, each move one transaction: the rows of every
+    snapshot taken meanwhile add up to its totals."""
+    keys, redis = Keys(idle_client.settings.queue), idle_client.redis
+    tenants = ("t1", "t2")
+    redis.sadd(keys.tenants, *tenants)
+    stop = threading.Event()
+
+    def move() -> None:
+        at = 0
+        while not stop.is_set():
+            tenant, ident = tenants[at % 2], f"x{at}"
+            with redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(keys.parked_for(tenant, INTERACTIVE), ident).sadd(keys.parked, ident).execute()
+            with redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(keys.parked_for(tenant, INTERACTIVE), 1, ident).srem(keys.parked, ident)
+                lease = {ident: time.time() + 600}
+                pipe.zadd(keys.in_flight_for(tenant), lease).zadd(keys.in_flight, lease).execute()
+            with redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(keys.in_flight_for(tenant), ident).zrem(keys.in_flight, ident).execute()
+            at += 1
+
+    mover = threading.Thread(target=move)
+    mover.start()
+    try:
+        for _ in range(300):
+            state = snapshot(idle_client, worker_timeout=None)
+            rows = [r for r in state.tenants if r.tenant in tenants]
+            assert sum(r.parked for r in rows) == state.parked
+            assert sum(r.in_flight for r in rows) == state.in_flight
+    finally:
+        stop.set()
+        mover.join()
+        redis.srem(keys.tenants, *tenants)
