@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from sandq.client.stored import chunked, result_of, results_in
 from sandq.contract import ExecutionResult
+from sandq.stopping import stop
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,7 @@ class ResultWaiter:
     async def aclose(self) -> None:
         """Stop reading and close the connections."""
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await stop([self._reader])
             self._reader = None
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self.redis.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,10 @@ from sandq.gateway.settings import GatewaySettings
 from sandq.gateway.ssrf import TargetPolicy, TargetRefused
 from sandq.gateway.state import Gateway
 from sandq.settings import Settings
+from sandq.stopping import stop
 from sandq.validation import RequestRejected
+
+log = logging.getLogger(__name__)
 
 BODY_BYTES = 64 * 1024 * 1024
 """Largest request body (a batch's); an execution's is smaller (``routes.executions.BODY_BYTES``)."""
@@ -53,17 +57,6 @@ async def _refused(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 
-async def _stop(loops: list[asyncio.Task[None]]) -> None:
-    """Cancel the background loops, again if one swallowed it (Python 3.11's ``asyncio.timeout`` can)."""
-    pending = set(loops)
-    for _ in range(5):
-        for loop in pending:
-            loop.cancel()
-        _, pending = await asyncio.wait(pending, timeout=1.0)
-        if not pending:
-            return
-
-
 def create_app(
     settings: Settings | None = None,
     config: GatewaySettings | None = None,
@@ -82,7 +75,8 @@ def create_app(
         try:
             yield
         finally:
-            await _stop(loops)
+            if await stop(loops):
+                log.warning("a background loop did not stop when cancelled")
             await state.aclose()
 
     app = FastAPI(

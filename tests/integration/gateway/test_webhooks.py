@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import ssl
@@ -16,6 +15,7 @@ import trustme
 
 from sandq.gateway.ssrf import IPAddress, TargetPolicy, TargetRefused
 from sandq.gateway.webhooks import Delivery, DeliveryState, Webhooks
+from sandq.stopping import stop
 from sandq.webhook_signature import verify
 from tests.conftest import free_port
 from tests.integration.gateway.conftest import Answer, Receiver, gateway_settings
@@ -67,9 +67,7 @@ async def test_a_webhook_is_retried_after_a_500_and_both_attempts_verify(
             while (delivery := await webhooks.get("acme", "execution-e1")) and delivery.state == "pending":
                 await asyncio.sleep(0.02)
     finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        assert not await stop([running])
 
     assert delivery is not None and delivery.state is DeliveryState.DELIVERED
     assert (delivery.attempts, delivery.last_status_code, delivery.last_error) == (2, 200, None)
