@@ -23,7 +23,7 @@ def shown_args(execution_ids: Sequence[object]) -> str:
 
     Celery otherwise puts a repr of the arguments in each message's headers (``argsrepr``):
     the user's code and input files, cut at 1 KiB, which task events and ``celery inspect``
-    then show to whoever watches the queue. Building it cost a submission a third of its CPU.
+    then show to whoever watches the queue. Building it was about a sixth of a submission's CPU.
     """
     first = execution_ids[0] if execution_ids else None
     return f"({first})" if len(execution_ids) == 1 else f"({len(execution_ids)} executions: {first}, ...)"
