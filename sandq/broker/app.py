@@ -7,8 +7,10 @@ environment when first imported, so only the worker and its tools import it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 
 from sandq.settings import Settings, get_settings
 
@@ -17,21 +19,37 @@ EXECUTE_INDEXED_TASK = "sandq.execute_indexed"
 """Many submissions in one message, run as Kubernetes Indexed Jobs (one result stored per id)."""
 
 
-def shown_args(execution_ids: Sequence[object]) -> str:
-    """A message's ``argsrepr`` (for ``send_task`` and ``retry``): its executions by id, not their
-    arguments.
+def shown_args(name: str, task_id: str, args: Sequence[Any]) -> str | None:
+    """The ``argsrepr`` of a sandq message: its executions by id (None for another task's).
 
     Celery otherwise puts a repr of the arguments in each message's headers (``argsrepr``):
     the user's code and input files, cut at 1 KiB, which task events and ``celery inspect``
     then show to whoever watches the queue. Building it was about a sixth of a submission's CPU.
     """
-    first = execution_ids[0] if execution_ids else None
-    return f"({first})" if len(execution_ids) == 1 else f"({len(execution_ids)} executions: {first}, ...)"
+    if name == EXECUTE_TASK:
+        return f"({task_id})"
+    if name == EXECUTE_INDEXED_TASK and args and isinstance(args[0], list):
+        ids = [payload.get("id") for payload in args[0] if isinstance(payload, dict)]
+        return f"({len(ids)} executions: {ids[0] if ids else None}, ...)"
+    return None
+
+
+class ShownByIdAMQP(AMQP):
+    """Celery's message maker, with every sandq message shown by its executions' ids (``shown_args``),
+    whoever sends it: a client, a worker's forward or hand-off, or a retry."""
+
+    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's ``as_task_v2`` (called with ``task_id, name, args`` first), with ``argsrepr`` set."""
+        task_id, name = args[:2]
+        task_args = args[2] if len(args) > 2 else kwargs.get("args")
+        if kwargs.get("argsrepr") is None:
+            kwargs["argsrepr"] = shown_args(name, task_id, task_args or ())
+        return super().as_task_v2(*args, **kwargs)
 
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once, never-pickled executions."""
-    app = Celery("sandq", broker=settings.redis_url, backend=settings.redis_url)
+    app = Celery("sandq", broker=settings.redis_url, backend=settings.redis_url, amqp=ShownByIdAMQP)
     transport = {
         # A dead worker's messages come back after this; live workers refresh theirs
         # (sandq.worker.heartbeat), so a running task is never handed out twice.

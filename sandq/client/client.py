@@ -22,7 +22,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from sandq.broker.admission import Admission, Admitted
-from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, create_celery, shown_args
+from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, create_celery
 from sandq.broker.errors import SubmissionRefused
 from sandq.broker.keys import Keys
 from sandq.broker.output import OutputChunk
@@ -179,18 +179,16 @@ class Client:
         if admitted is Admitted.ALREADY and not retried:  # after a lost answer, it may be our own
             return ExecutionHandle(self, execution_id, streaming=valid.stream_output)
         queue = queue_for(self.settings, valid.tenant)
-        payload = submission.model_dump(mode="json")
         if admitted is Admitted.NEW_TENANT:
             self._announce_tenant(valid.tenant)
         try:
             _reconnecting(
                 lambda: self.app.send_task(
                     EXECUTE_TASK,
-                    args=[payload],
+                    args=[submission.model_dump(mode="json")],
                     task_id=execution_id,
                     queue=queue,
                     priority=PRIORITY_VALUES[priority],
-                    argsrepr=shown_args([execution_id]),
                 )
             )
         except BaseException:
@@ -243,7 +241,7 @@ class Client:
             try:
                 self.app.send_task(
                     EXECUTE_INDEXED_TASK, args=[payloads], queue=queue_for(self.settings, tenant),
-                    priority=PRIORITY_VALUES[priority], argsrepr=shown_args([p["id"] for p in payloads]),
+                    priority=PRIORITY_VALUES[priority],
                 )
             except BaseException:
                 for payload in payloads:

@@ -30,7 +30,7 @@ from celery.signals import (
 
 from sandq import logging_setup
 from sandq.broker.admission import Admission
-from sandq.broker.app import EXECUTE_TASK, celery_app, shown_args
+from sandq.broker.app import EXECUTE_TASK, celery_app
 from sandq.broker.connection import outage_riding_client
 from sandq.broker.routing import HANDED_OFF_PRIORITY
 from sandq.broker.slots import HandedOff, HandOff, InFlight
@@ -106,7 +106,6 @@ def send_handed(handed: HandedOff) -> None:
         queue=handed.entry.queue,
         priority=HANDED_OFF_PRIORITY,
         retries=handed.entry.retries,
-        argsrepr=shown_args([handed.id]),
     )
 
 

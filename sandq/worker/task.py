@@ -22,7 +22,7 @@ from celery import Task
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, celery_app, shown_args
+from sandq.broker.app import EXECUTE_INDEXED_TASK, EXECUTE_TASK, celery_app
 from sandq.broker.keys import Keys
 from sandq.broker.output import OutputPublisher, end_output
 from sandq.broker.routing import Priority, priority_of
@@ -83,7 +83,7 @@ def execute_indexed_task(self: Task[Any, Any], payloads: list[dict[str, Any]]) -
     if not process.backend.runs_batches:
         for payload in payloads:
             celery_app.send_task(EXECUTE_TASK, args=[payload], task_id=payload.get("id"), queue=queue,
-                                 priority=priority, argsrepr=shown_args([payload.get("id")]))
+                                 priority=priority)
         return {"forwarded": len(payloads)}
     submissions = [Submission.model_validate(payload) for payload in payloads]
     with ExitStack() as held:
@@ -98,12 +98,10 @@ def execute_indexed_task(self: Task[Any, Any], payloads: list[dict[str, Any]]) -
             else:
                 refused.append(submission.model_dump(mode="json"))
         if refused and not runnable:
-            shown = shown_args([submission.id for submission in submissions])
-            raise self.retry(countdown=settings.cap_retry_seconds, argsrepr=shown)  # type: ignore[call-arg]
+            raise self.retry(countdown=settings.cap_retry_seconds)
         if refused:
-            shown = shown_args([entry["id"] for entry in refused])
             celery_app.send_task(EXECUTE_INDEXED_TASK, args=[refused], countdown=settings.cap_retry_seconds,
-                                 queue=queue, priority=priority, argsrepr=shown)
+                                 queue=queue, priority=priority)
         items: list[tuple[str, ExecutionRequest]] = []
         for submission in runnable.values():
             try:
@@ -167,10 +165,7 @@ def _run(
     except InfrastructureFault as fault:
         if retries < settings.max_retries:
             log.warning("infrastructure fault on %s, retrying: %s", submission.id, fault)
-            shown = shown_args([submission.id])
-            raise task.retry(  # (the stubs lack apply_async's argsrepr, which retry passes on)
-                exc=fault, countdown=_retry_delay(retries), argsrepr=shown  # type: ignore[call-arg]
-            ) from fault
+            raise task.retry(exc=fault, countdown=_retry_delay(retries)) from fault
         return _failed(submission, process, attempt, str(fault))
     except Exception as error:  # a bug must not take the worker down or lose the result
         log.exception("execution %s failed inside the worker", submission.id)

@@ -51,3 +51,12 @@ def test_a_batch_message_is_shown_by_its_ids(
     shown = message["headers"]["argsrepr"]
     assert SECRET not in shown
     assert "3 executions" in shown and "snippet-0" in shown
+
+
+def test_another_tasks_message_keeps_celerys_repr(
+    queue_settings: SettingsFactory, make_client: Callable[[Settings], Client]
+) -> None:
+    settings = queue_settings()
+    make_client(settings).app.send_task("not.sandq", args=[SECRET], queue=settings.queue)
+    [message] = queued_messages(settings)
+    assert SECRET in message["headers"]["argsrepr"]
