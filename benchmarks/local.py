@@ -14,8 +14,10 @@ bundle running ``python -c print(1)``:
 - ``throughput``: ``--rounds`` interleaved rounds, each ``--throughput-n`` executions through
   sandq and as many cold runs of each bundle, ``--concurrency`` at a time (closed loop, each
   side alone on the machine); executions per second and CPU per execution (the worker with
-  every sandbox it reaped, the client and Redis, also each apart; the cold side's processes). A cold run that
-  ended has deleted its container itself: it pays no ``runsc delete``.
+  every sandbox it reaped, the client and Redis, also each apart; the cold side's processes), and
+  the whole machine's busy CPU per execution (``machine``: the kernel's threads and the processes
+  PID 1 reaps too; both sides keep the CPU busy at saturation, so this is what sets the rate). A
+  cold run that ended has deleted its container itself: it pays no ``runsc delete``.
 - ``latency``: one client back to back, one client at an interactive pace (0.5 s apart), then
   open-loop Poisson arrivals at 25%, 50% and 70% of sandq's saturation throughput measured
   above (a fresh worker per level; latency counts from each request's scheduled time).
@@ -111,6 +113,17 @@ def proc_cpu(pid: int, children: bool) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     ticks = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
     return ticks / TICK
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy since boot (``/proc/stat``: all but idle and iowait).
+
+    It counts what the per-process figures miss: the kernel's threads (a sandbox's namespaces and
+    cgroups are torn down there) and the processes of a sandbox that outlive their ``runsc run``,
+    which PID 1 reaps (about 25-35 ms of CPU per execution at saturation, either side).
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK
 
 
 def own_cpu() -> tuple[float, float]:
@@ -301,7 +314,8 @@ def sandq_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
             client, redis = own_cpu()[0], proc_cpu(redis_pid, children=False)
             worker_all, worker_own = worker.cpu(), proc_cpu(worker.pid, children=False)
             return {"all": worker_all + client + redis, "worker_process": worker_own,
-                    "sandboxes": worker_all - worker_own, "client": client, "redis": redis}
+                    "sandboxes": worker_all - worker_own, "client": client, "redis": redis,
+                    "machine": machine_cpu()}
 
         before = parts()["all"]
         window = Window(n, parts)
@@ -318,7 +332,7 @@ def sandq_saturation(bench: Bench, n: int, round_no: int) -> dict[str, float]:
 def cold_saturation(bench: Bench, n: int, round_no: int, quota: bool = True) -> dict[str, float]:
     """Bare cold runs per second and their CPU per execution, ``concurrency`` at a time."""
     before = sum(own_cpu())
-    window = Window(n, lambda: {"all": sum(own_cpu())})
+    window = Window(n, lambda: {"all": sum(own_cpu()), "machine": machine_cpu()})
     first = 1000 * (round_no + 1) + (0 if quota else 100_000)
     seconds = closed_loop(lambda i: cold_runsc(bench, first + i, quota), n, bench.concurrency, window)
     return {"per_s": round(n / seconds, 2), **window.figures(),
@@ -350,6 +364,7 @@ def throughput(bench: Bench, n: int, rounds: int) -> dict[str, object]:
         "concurrency": bench.concurrency, "n": n, "rounds": rows,
         "sandq_per_s": median("sandq", "per_s"),
         "sandq_cpu_ms_per_execution": median("sandq", "steady_all_cpu_ms_per_execution"),
+        "sandq_machine_cpu_ms_per_execution": median("sandq", "steady_machine_cpu_ms_per_execution"),
         "sandq_worker_process_cpu_ms": median("sandq", "steady_worker_process_cpu_ms_per_execution"),
         "sandq_whole_run_cpu_ms_per_execution": median("sandq", "whole_run_cpu_ms_per_execution"),
     }
@@ -358,6 +373,7 @@ def throughput(bench: Bench, n: int, rounds: int) -> dict[str, object]:
         steady = [sides["sandq"][i]["steady_per_s"] / sides[cold][i]["steady_per_s"] for i in range(rounds)]
         out[f"{cold}_per_s"] = median(cold, "per_s")
         out[f"{cold}_cpu_ms_per_execution"] = median(cold, "steady_all_cpu_ms_per_execution")
+        out[f"{cold}_machine_cpu_ms_per_execution"] = median(cold, "steady_machine_cpu_ms_per_execution")
         out[f"ratio_over_{cold}_median"] = round(statistics.median(ratios), 3)
         out[f"steady_ratio_over_{cold}_median"] = round(statistics.median(steady), 3)
     return out
